@@ -1,0 +1,116 @@
+"""giosg_visitor: be a visitor in Giosg live chat from async Python (asyncio or trio)."""
+
+from __future__ import annotations
+
+from ._auth import SessionState as SessionState
+from ._clock import Clock as Clock, SystemClock as SystemClock
+from ._http import Timeouts as Timeouts
+from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
+from ._secret import Secret as Secret
+from .credentials import (
+    BearerAuth as BearerAuth,
+    ClientCredentials as ClientCredentials,
+    TokenAuth as TokenAuth,
+)
+from .errors import (
+    APIError as APIError,
+    AuthenticationError as AuthenticationError,
+    ChatEndedError as ChatEndedError,
+    ConnectionClosedError as ConnectionClosedError,
+    GiosgError as GiosgError,
+    InvalidClientError as InvalidClientError,
+    InvalidGrantError as InvalidGrantError,
+    InvalidScopeError as InvalidScopeError,
+    InvalidSecretError as InvalidSecretError,
+    MessageTooLongError as MessageTooLongError,
+    NotFoundError as NotFoundError,
+    OAuthError as OAuthError,
+    PermissionDeniedError as PermissionDeniedError,
+    ProtocolError as ProtocolError,
+    RateLimitError as RateLimitError,
+    RealtimeError as RealtimeError,
+    RenewalFailedError as RenewalFailedError,
+    ServerError as ServerError,
+    SessionError as SessionError,
+    SessionExpiredError as SessionExpiredError,
+    SubscriptionError as SubscriptionError,
+    TransportError as TransportError,
+    TransportTimeoutError as TransportTimeoutError,
+    UnauthorizedClientError as UnauthorizedClientError,
+    UnsupportedGrantTypeError as UnsupportedGrantTypeError,
+    UntrustedEndpointError as UntrustedEndpointError,
+)
+from .models import (
+    AuthSession as AuthSession,
+    IdentityChange as IdentityChange,
+    OrganizationSession as OrganizationSession,
+    StoredToken as StoredToken,
+    VisitorRecord as VisitorRecord,
+)
+from .stores import (
+    FileStore as FileStore,
+    MemoryStore as MemoryStore,
+    SQLiteStore as SQLiteStore,
+    Store as Store,
+)
+from .visitor import Visitor as Visitor
+
+
+__all__ = [
+    "APIError",
+    "AuthSession",
+    "AuthenticationError",
+    "BearerAuth",
+    "ChatEndedError",
+    "ClientCredentials",
+    "Clock",
+    "ConnectionClosedError",
+    "FileStore",
+    "GiosgError",
+    "IdentityChange",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidScopeError",
+    "InvalidSecretError",
+    "MemoryStore",
+    "MessageTooLongError",
+    "NotFoundError",
+    "OAuthError",
+    "OrganizationSession",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RealtimeError",
+    "RenewalFailedError",
+    "RenewalPolicy",
+    "RetryPolicy",
+    "SQLiteStore",
+    "Secret",
+    "ServerError",
+    "SessionError",
+    "SessionExpiredError",
+    "SessionState",
+    "Store",
+    "StoredToken",
+    "SubscriptionError",
+    "SystemClock",
+    "Timeouts",
+    "TokenAuth",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnauthorizedClientError",
+    "UnsupportedGrantTypeError",
+    "UntrustedEndpointError",
+    "Visitor",
+    "VisitorRecord",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> str:
+    # The version is read lazily: importlib.metadata is slow to import.
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("giosg-visitor")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

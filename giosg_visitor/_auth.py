@@ -1,0 +1,484 @@
+"""Visitor authentication: authenticate, resume, persist and renew one visitor's token.
+
+:class:`VisitorSession` owns the token of one visitor in one organization. Renewal is
+single-flight: one renewal *sequence* (attempts plus backoff) runs at a time per session,
+under an ``anyio.Lock``, and callers that waited for it share its outcome. Across
+processes, the store's ``lock(key)`` makes renewals single-flight too: a process that
+finds a fresher token in the store adopts it instead of calling auth.
+
+:class:`VisitorAuth` is the ``httpx.Auth`` that attaches the token and handles a 401 with
+one renewal and one retry. The timing maths is in ``_renewal.py`` (pure).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, Final, Literal, final
+
+import anyio
+import attrs
+import httpx
+
+from ._clock import Clock
+from ._http import USER_AGENT, api_error, is_transient, map_http_errors
+from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
+from ._secret import Secret
+from .errors import (
+    APIError,
+    GiosgError,
+    InvalidSecretError,
+    ProtocolError,
+    RateLimitError,
+    RenewalFailedError,
+    SessionExpiredError,
+)
+from .models import (
+    AuthSession,
+    IdentityChange,
+    OrganizationSession,
+    VisitorRecord,
+    decode_json_object,
+)
+from .stores.base import Store
+
+
+__all__ = ["SessionState", "Token", "VisitorAuth", "VisitorSession"]
+
+logger = logging.getLogger("giosg_visitor.auth")
+
+#: Auth statuses that mean "this secret is not (or no longer) valid" when one was sent.
+_INVALID_SECRET_STATUSES: Final = frozenset({400, 401, 403, 404})
+
+InvalidSecretPolicy = Literal["raise", "new_visitor"]
+
+
+class SessionState(enum.Enum):
+    """Where a visitor session is in its life."""
+
+    ANONYMOUS = "anonymous"
+    AUTHENTICATED = "authenticated"
+    RENEWING = "renewing"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Token:
+    """A usable access token and its timing (monotonic clock)."""
+
+    access_token: Secret = attrs.field(repr=False)
+    times: TokenTimes
+    session: OrganizationSession
+
+
+@final
+class VisitorSession:
+    """One visitor's token in one organization: start, renew, persist.
+
+    Not public: :class:`~giosg_visitor.Visitor` drives it. All I/O goes through the given
+    ``httpx.AsyncClient`` and ``Store``; all time through ``clock``.
+    """
+
+    def __init__(
+        self,
+        *,
+        organization_id: str,
+        base_url: httpx.URL,
+        client: httpx.AsyncClient,
+        store: Store,
+        key: str,
+        clock: Clock,
+        policy: RenewalPolicy,
+        retry: RetryPolicy,
+        rng: Callable[[], float] = random.random,
+        on_invalid_secret: InvalidSecretPolicy = "raise",
+    ) -> None:
+        self.organization_id = organization_id
+        self._base_url = base_url
+        self._client = client
+        self._store = store
+        self._key = key
+        self._clock = clock
+        self._policy = policy
+        self._retry = retry
+        self._rng = rng
+        self._on_invalid_secret = on_invalid_secret
+        # A per-session draw, so visitors created together renew at different times.
+        self._jitter = rng()
+        self._token: Token | None = None
+        self._secret: Secret | None = None
+        self._lock = anyio.Lock()
+        self._sequences = 0
+        self._last_outcome: GiosgError | None = None
+        self._failure: GiosgError | None = None
+        self._last_renewal_start: float | None = None
+        self._renewing = False
+        self._closed = False
+        self.identity_change: IdentityChange | None = None
+
+    # Introspection ----------------------------------------------------------------------
+
+    @property
+    def state(self) -> SessionState:
+        """The current :class:`SessionState`."""
+        if self._closed:
+            return SessionState.CLOSED
+        if self._failure is not None:
+            return SessionState.FAILED
+        if self._renewing:
+            return SessionState.RENEWING
+        if self._token is None:
+            return SessionState.ANONYMOUS
+        if self._clock.monotonic() >= self._token.times.expires_at:
+            return SessionState.EXPIRED
+        return SessionState.AUTHENTICATED
+
+    @property
+    def current(self) -> Token | None:
+        """The latest token, usable or not."""
+        return self._token
+
+    @property
+    def failure(self) -> GiosgError | None:
+        """The terminal error, once the session has failed."""
+        return self._failure
+
+    def seconds_until_renewal(self) -> float:
+        """Seconds until the background renewal should run (0 if overdue)."""
+        token = self._token
+        if token is None:
+            return 0.0
+        due = token.times.renew_at(self._policy)
+        if self._last_renewal_start is not None:
+            due = max(due, self._last_renewal_start + self._policy.spacing(token.times.lifetime))
+        return max(0.0, due - self._clock.monotonic())
+
+    def close(self) -> None:
+        """Mark the session closed: no more tokens are handed out."""
+        self._closed = True
+
+    # Entry points -----------------------------------------------------------------------
+
+    async def start(self) -> Token:
+        """Resume from the store (reusing a stored token with a safe margin) or authenticate.
+
+        Raises:
+            InvalidSecretError: The stored secret was rejected (and the policy is "raise").
+            GiosgError: Auth failed after its retries (the last error, typed).
+        """
+        async with self._lock:
+            async with self._store.lock(self._key):
+                record = await self._store.load(self._key)
+                if record is not None:
+                    self._secret = record.visitor_secret_id
+                    restored = self._restorable(record)
+                    if restored is not None:
+                        self._token = restored
+                        logger.debug(
+                            "reusing a stored token for visitor %s", restored.session.visitor_id
+                        )
+                        return restored
+            return await self._sequence(stale=None, background=False)
+
+    async def token(self) -> Token:
+        """A token that may be sent now, renewing first if needed (waits for the one renewal).
+
+        Raises:
+            SessionExpiredError: The session is closed.
+            GiosgError: The session failed terminally, or renewal gave up.
+        """
+        self._raise_if_unusable()
+        token = self._token
+        if token is not None and token.times.is_usable(self._clock.monotonic(), self._policy):
+            return token
+        return await self.renew(stale=token)
+
+    async def renew(self, *, stale: Token | None, background: bool = False) -> Token:
+        """Renew unless someone already did since ``stale`` was current (single-flight).
+
+        Args:
+            stale: The token the caller found wanting (``None``: any renewal will do).
+            background: Keep retrying transient failures while the old token is valid.
+        """
+        self._raise_if_unusable()
+        seen = self._sequences
+        async with self._lock:
+            self._raise_if_unusable()
+            now = self._clock.monotonic()
+            current = self._token
+            if self._sequences != seen:
+                # A renewal finished while we waited for the lock: share its outcome.
+                if self._last_outcome is not None:
+                    raise self._last_outcome
+                if current is not None and current.times.is_usable(now, self._policy):
+                    return current
+            if (
+                current is not None
+                and current is not stale
+                and current.times.is_usable(now, self._policy)
+            ):
+                return current
+            return await self._sequence(stale=stale, background=background)
+
+    # The renewal sequence (always called with self._lock held) --------------------------
+
+    def _raise_if_unusable(self) -> None:
+        if self._closed:
+            raise SessionExpiredError("the visitor session is closed")
+        if self._failure is not None:
+            raise self._failure
+
+    async def _sequence(self, *, stale: Token | None, background: bool) -> Token:
+        """Attempts with backoff until success, a terminal error, or the budget runs out."""
+        self._renewing = True
+        try:
+            token = await self._attempts(background=background)
+        except GiosgError as exc:
+            self._last_outcome = exc
+            if _is_terminal(exc):
+                # Remembered: no more auth calls for this visitor (no hammering).
+                self._failure = exc
+            raise
+        else:
+            self._last_outcome = None
+            return token
+        finally:
+            self._renewing = False
+            self._sequences += 1
+
+    async def _attempts(self, *, background: bool) -> Token:
+        started = self._clock.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._respect_spacing()
+            try:
+                return await self._attempt()
+            except GiosgError as exc:
+                if not is_transient(exc):
+                    raise
+                delay = self._retry.delay(attempt, self._rng())
+                if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+                    if exc.retry_after > self._retry.max_retry_after and not background:
+                        raise
+                    delay = max(delay, min(exc.retry_after, self._retry.max_retry_after))
+                now = self._clock.monotonic()
+                if not self._may_retry(attempt, started, now + delay, background=background):
+                    if self._token is None:
+                        raise
+                    raise RenewalFailedError(
+                        f"token renewal gave up after {attempt} attempts: {exc}"
+                    ) from exc
+                logger.info(
+                    "auth attempt %d failed (%s); retrying in %.2fs",
+                    attempt,
+                    type(exc).__name__,
+                    delay,
+                )
+                await self._clock.sleep(delay)
+
+    def _may_retry(self, attempt: int, started: float, next_at: float, *, background: bool) -> bool:
+        if background and self._token is not None:
+            # The old token still works: keep trying (quietly) until it expires.
+            return next_at < self._token.times.expires_at
+        return attempt < self._retry.max_attempts and next_at - started <= self._retry.deadline
+
+    async def _respect_spacing(self) -> None:
+        """Never start renewals closer together than the policy allows (no renew loop)."""
+        last, token = self._last_renewal_start, self._token
+        if last is not None and token is not None:
+            wait = last + self._policy.spacing(token.times.lifetime) - self._clock.monotonic()
+            if wait > 0:
+                await self._clock.sleep(wait)
+        self._last_renewal_start = self._clock.monotonic()
+
+    async def _attempt(self) -> Token:
+        """One renewal: adopt a fresher token from the store, or call auth and persist."""
+        async with self._store.lock(self._key):
+            record = await self._store.load(self._key)
+            if record is not None and record.visitor_secret_id is not None:
+                adopted = self._adoptable(record)
+                if adopted is not None:
+                    self._secret = record.visitor_secret_id
+                    self._token = adopted
+                    return adopted
+                self._secret = record.visitor_secret_id
+            secret = self._secret
+            try:
+                return await self._authenticate(record, secret)
+            except InvalidSecretError:
+                if self._on_invalid_secret != "new_visitor" or secret is None:
+                    raise
+                old = self._token.session.visitor_id if self._token else None
+                if old is None and record is not None:
+                    stored = record.sessions.get(self.organization_id)
+                    old = stored.visitor_id if stored else None
+                token = await self._authenticate(None, None)
+                self.identity_change = IdentityChange(
+                    old_visitor_id=old,
+                    new_visitor_id=token.session.visitor_id,
+                    at=self._clock.time(),
+                )
+                logger.warning(
+                    "the stored visitor secret was rejected; started new visitor %s (was %s)",
+                    token.session.visitor_id,
+                    old,
+                )
+                return token
+
+    async def _authenticate(self, record: VisitorRecord | None, secret: Secret | None) -> Token:
+        issued_at = self._clock.monotonic()
+        wall = self._clock.time()
+        auth = await self._post_auth(secret)
+        if auth.organization_id != self.organization_id:
+            raise ProtocolError("auth response: organization_id does not match the request")
+        if secret is not None and auth.visitor_secret_id != secret:
+            logger.info("the visitor secret was rotated by the server")
+        lifetime = normalise_lifetime(
+            auth.expires_in, expires_at=auth.expires_at, server_now=wall, policy=self._policy
+        )
+        expires_wall = wall + lifetime
+        if auth.expires_at is not None:
+            expires_wall = min(expires_wall, auth.expires_at.timestamp())
+        session = OrganizationSession(
+            organization_id=auth.organization_id,
+            visitor_id=auth.visitor_id,
+            socket_url=auth.socket_url,
+            access_token=auth.access_token,
+            expires_at=expires_wall,
+            lifetime=lifetime,
+            extra=auth.extra,
+        )
+        if record is None or record.visitor_secret_id != auth.visitor_secret_id:
+            # A new identity: other organizations' sessions belong to the old secret.
+            base = VisitorRecord(
+                visitor_secret_id=auth.visitor_secret_id,
+                version=record.version if record is not None else 0,
+            )
+        else:
+            base = record
+        new_record = base.with_session(session)
+        must_persist = secret is None or auth.visitor_secret_id != secret
+        try:
+            await self._store.save(self._key, new_record)
+        except Exception as exc:
+            if must_persist:
+                # Without a persisted secret this visitor could never be resumed.
+                raise
+            logger.warning("could not persist the renewed token (%s)", type(exc).__name__)
+        self._secret = auth.visitor_secret_id
+        token = Token(
+            access_token=auth.access_token,
+            times=TokenTimes(issued_at=issued_at, lifetime=lifetime, jitter=self._jitter),
+            session=session,
+        )
+        self._token = token
+        return token
+
+    async def _post_auth(self, secret: Secret | None) -> AuthSession:
+        url = self._base_url.join(f"/api/v5/public/orgs/{self.organization_id}/auth")
+        body = {"visitor_secret_id": secret.reveal() if secret is not None else None}
+        with map_http_errors("visitor auth"):
+            response = await self._client.post(
+                url,
+                json=body,
+                headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+                follow_redirects=False,
+            )
+        if response.is_success:
+            return AuthSession.from_api(decode_json_object(response.content, where="auth response"))
+        error = api_error(response, now=self._clock.time())
+        if response.is_redirect:
+            raise ProtocolError(f"auth: unexpected redirect ({response.status_code}); not followed")
+        if secret is not None and response.status_code in _INVALID_SECRET_STATUSES:
+            raise InvalidSecretError(
+                f"the stored visitor secret was rejected ({response.status_code})",
+                status_code=response.status_code,
+                body=error.body,
+            ) from error
+        raise error
+
+    # Restore and adopt -------------------------------------------------------------------
+
+    def _restorable(self, record: VisitorRecord) -> Token | None:
+        """A stored token with a safe margin left, for start-up without an auth call."""
+        session = record.sessions.get(self.organization_id)
+        if session is None:
+            return None
+        remaining = session.expires_at - self._clock.time()
+        margin = min(self._policy.restore_margin, session.lifetime / 2)
+        if remaining < margin:
+            return None
+        return self._token_from_stored(session, remaining)
+
+    def _adoptable(self, record: VisitorRecord) -> Token | None:
+        """A token another process stored after ours, still fresh: use it, skip auth."""
+        session = record.sessions.get(self.organization_id)
+        current = self._token
+        if session is None or current is None or session.access_token == current.access_token:
+            return None
+        remaining = session.expires_at - self._clock.time()
+        candidate = self._token_from_stored(session, remaining)
+        if candidate.times.needs_renewal(self._clock.monotonic(), self._policy):
+            return None
+        return candidate
+
+    def _token_from_stored(self, session: OrganizationSession, remaining: float) -> Token:
+        lifetime = session.lifetime
+        issued_at = self._clock.monotonic() + remaining - lifetime
+        return Token(
+            access_token=session.access_token,
+            times=TokenTimes(issued_at=issued_at, lifetime=lifetime, jitter=self._jitter),
+            session=session,
+        )
+
+
+def _is_terminal(error: GiosgError) -> bool:
+    """A rejected secret or a 4xx (other than 408/429) will not get better by retrying."""
+    if isinstance(error, InvalidSecretError):
+        return True
+    return (
+        isinstance(error, APIError)
+        and 400 <= error.status_code < 500
+        and error.status_code not in (408, 429)
+    )
+
+
+@final
+class VisitorAuth(httpx.Auth):
+    """``httpx.Auth`` for a visitor: ``Authorization: Bearer <access_token>``.
+
+    Waits for the one renewal when the token is in its last seconds, and answers a 401
+    with one renewal (only if the failed token is still the current one) and one retry.
+    """
+
+    def __init__(self, session: VisitorSession) -> None:
+        self._session = session
+
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        token = await self._session.token()
+        request.headers["Authorization"] = f"Bearer {token.access_token.reveal()}"
+        response = yield request
+        if response.status_code != 401:
+            return
+        await response.aread()
+        current = self._session.current
+        if current is not None and current is not token:
+            fresh = await self._session.token()
+        else:
+            fresh = await self._session.renew(stale=token)
+        request.headers["Authorization"] = f"Bearer {fresh.access_token.reveal()}"
+        yield request
+
+    def sync_auth_flow(self, request: httpx.Request) -> Any:
+        raise RuntimeError("VisitorAuth works with httpx.AsyncClient only")
+
+    def __repr__(self) -> str:
+        return "<VisitorAuth>"

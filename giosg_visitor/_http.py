@@ -1,0 +1,204 @@
+"""The HTTP edge: error mapping, trusted URLs and the shared client settings.
+
+This is one of the two places where third-party exceptions are translated (the other is
+``realtime/_transport.py``). Everything here is about *where* a credential may go and
+*what* a response means; the renewal logic lives in ``_auth.py``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+
+from ._renewal import parse_retry_after
+from .errors import (
+    APIError,
+    AuthenticationError,
+    GiosgError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    TransportTimeoutError,
+    UntrustedEndpointError,
+)
+
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "Timeouts",
+    "api_error",
+    "check_credential_url",
+    "is_loopback_host",
+    "map_http_errors",
+    "response_body",
+]
+
+DEFAULT_BASE_URL: Final = "https://service.giosg.com"
+USER_AGENT: Final = "giosg-visitor-python"
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Transport limits in seconds, forwarded to httpx and websockets.
+
+    Public coroutines take no ``timeout=``; wrap calls in ``anyio.fail_after`` instead.
+
+    Attributes:
+        connect: TCP/TLS connect.
+        read: Waiting for response bytes.
+        write: Sending request bytes.
+        pool: Waiting for a pooled connection.
+        socket_open: WebSocket opening handshake.
+        close: Graceful shutdown (close frames, final saves).
+    """
+
+    connect: float = 10.0
+    read: float = 30.0
+    write: float = 30.0
+    pool: float = 10.0
+    socket_open: float = 10.0
+    close: float = 5.0
+
+    def httpx_timeout(self) -> httpx.Timeout:
+        """The matching :class:`httpx.Timeout`."""
+        return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is a loopback name or address (the only place plain http is OK)."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_credential_url(url: str, *, what: str) -> httpx.URL:
+    """Refuse a URL that a credential must not travel to; return it parsed.
+
+    https is required except for loopback hosts (tests and the fake); userinfo is
+    refused (it would put a credential in the URL).
+
+    Raises:
+        UntrustedEndpointError: Before any I/O.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    host = parts.hostname or ""
+    if not host:
+        raise UntrustedEndpointError(f"{what}: the URL has no host", url=_safe_url(url))
+    if parts.username is not None or parts.password is not None:
+        raise UntrustedEndpointError(f"{what}: URLs with userinfo are refused", url=None)
+    if scheme == "https" or (scheme == "http" and is_loopback_host(host)):
+        return httpx.URL(url)
+    raise UntrustedEndpointError(
+        f"{what}: {scheme or 'no'} scheme is not allowed for credentials (https only, "
+        "plain http only to loopback)",
+        url=_safe_url(url),
+    )
+
+
+def _safe_url(url: str) -> str:
+    """The URL without userinfo, query and fragment (which could hold secrets)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    """Scheme, host and port all equal (with default ports filled in)."""
+    return (a.scheme, a.host, a.port or _default_port(a)) == (
+        b.scheme,
+        b.host,
+        b.port or _default_port(b),
+    )
+
+
+def _default_port(url: httpx.URL) -> int:
+    return 443 if url.scheme == "https" else 80
+
+
+def response_body(response: httpx.Response) -> Any:
+    """The decoded JSON body, else the text, else ``None`` (never raises)."""
+    if not response.content:
+        return None
+    try:
+        return json.loads(response.content)
+    except (ValueError, RecursionError):
+        try:
+            return response.text[:2000]
+        except (UnicodeDecodeError, LookupError):
+            return None
+
+
+def retry_after(response: httpx.Response, *, now: float) -> float | None:
+    """Parsed ``Retry-After`` in seconds, if present and sensible."""
+    value = parse_retry_after(response.headers.get("retry-after"), now=now)
+    if value is None or not math.isfinite(value):
+        return None
+    return value
+
+
+def api_error(response: httpx.Response, *, now: float) -> APIError:
+    """The typed error for a non-2xx response (most specific class)."""
+    request = response.request
+    status = response.status_code
+    body = response_body(response)
+    detail = body.get("detail") if isinstance(body, dict) else None
+    method, url = request.method, _safe_url(str(request.url))
+    message = f"{method} {url} -> {status}"
+    if isinstance(detail, str):
+        message += f": {detail[:300]}"
+    kwargs: dict[str, Any] = {"status_code": status, "method": method, "url": url, "body": body}
+    if status == 401:
+        return AuthenticationError(message, **kwargs)
+    if status == 403:
+        return PermissionDeniedError(message, **kwargs)
+    if status == 404:
+        return NotFoundError(message, **kwargs)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after(response, now=now), **kwargs)
+    if status >= 500:
+        return ServerError(message, **kwargs)
+    return APIError(message, **kwargs)
+
+
+@contextmanager
+def map_http_errors(what: str) -> Iterator[None]:
+    """Translate httpx exceptions into giosg errors (``raise ... from exc``).
+
+    The message names the operation and the exception class, never the URL's query or
+    any header.
+    """
+    try:
+        yield
+    except GiosgError:
+        raise
+    except httpx.TimeoutException as exc:
+        raise TransportTimeoutError(f"{what}: timed out ({type(exc).__name__})") from exc
+    except httpx.TransportError as exc:
+        raise TransportError(f"{what}: {type(exc).__name__}") from exc
+    except httpx.InvalidURL as exc:
+        raise UntrustedEndpointError(f"{what}: invalid URL") from exc
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed call may succeed when simply tried again later."""
+    if isinstance(error, TransportError):
+        return True
+    if isinstance(error, RateLimitError | ServerError):
+        return True
+    return isinstance(error, APIError) and error.status_code == 408

@@ -1,0 +1,226 @@
+"""Pure renewal and retry maths: no I/O, no clock reads, no hidden randomness.
+
+Every function takes "now" and any random draw as arguments so that it can be tested
+exhaustively. The numbers follow ``shared/research/reliability.md`` §0 and §6 (T1-T2,
+T11, T21-T22); they live in :class:`RenewalPolicy` and :class:`RetryPolicy` so there is
+one place to change them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+
+
+__all__ = [
+    "RenewalPolicy",
+    "RetryPolicy",
+    "TokenTimes",
+    "normalise_lifetime",
+    "parse_retry_after",
+]
+
+#: Used when the server sends no usable ``expires_in`` and no usable ``expires_at``.
+DEFAULT_LIFETIME: Final = 600.0
+
+
+@attrs.frozen(kw_only=True)
+class RenewalPolicy:
+    """When to renew a token that lives ``lifetime`` seconds.
+
+    * Soft point (background renewal): ``lifetime - min(max_lead, lifetime * lead_fraction)``
+      minus a per-visitor jitter of up to ``min(max_jitter, lifetime * jitter_fraction)``.
+    * Hard window: in the last ``min(max_hard_window, lifetime * hard_fraction)`` seconds a
+      request waits for the one renewal instead of sending the old token.
+    * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
+    * Successive renewals are at least ``min(min_spacing, lifetime / 4)`` apart, so a server
+      that keeps answering tiny lifetimes cannot make a renew loop.
+    * A stored token is reused at start-up only with ``restore_margin`` seconds left.
+
+    Attributes:
+        max_lead: Upper bound of how early the soft point is before expiry.
+        lead_fraction: The soft point is at most this fraction of the lifetime early.
+        max_jitter: Upper bound of the per-visitor jitter, seconds.
+        jitter_fraction: Jitter as a fraction of the lifetime.
+        max_hard_window: Upper bound of the hard window, seconds.
+        hard_fraction: Hard window as a fraction of the lifetime.
+        min_lifetime: Smallest lifetime believed.
+        max_lifetime: Largest lifetime believed.
+        min_spacing: Minimum seconds between two renewals.
+        restore_margin: Seconds a stored token must have left to be reused.
+    """
+
+    max_lead: float = 300.0
+    lead_fraction: float = 0.5
+    max_jitter: float = 60.0
+    jitter_fraction: float = 0.1
+    max_hard_window: float = 30.0
+    hard_fraction: float = 0.25
+    min_lifetime: float = 2.0
+    max_lifetime: float = 86_400.0
+    min_spacing: float = 5.0
+    restore_margin: float = 600.0
+
+    def soft_offset(self, lifetime: float, jitter: float) -> float:
+        """Seconds after issue at which to renew in the background.
+
+        Args:
+            lifetime: The normalised lifetime.
+            jitter: A draw in ``[0, 1)``, fixed per visitor so renewals spread out.
+        """
+        lead = min(self.max_lead, lifetime * self.lead_fraction)
+        spread = min(self.max_jitter, lifetime * self.jitter_fraction) * _unit(jitter)
+        # Never negative; never after the hard point (lead >= hard window by construction).
+        return max(0.0, lifetime - lead - spread)
+
+    def hard_offset(self, lifetime: float) -> float:
+        """Seconds after issue from which requests wait for the renewal."""
+        return lifetime - min(self.max_hard_window, lifetime * self.hard_fraction)
+
+    def spacing(self, lifetime: float) -> float:
+        """Minimum seconds between two renewals for tokens of this lifetime."""
+        return min(self.min_spacing, lifetime / 4)
+
+
+@attrs.frozen(kw_only=True)
+class TokenTimes:
+    """When a token was obtained and when it must be renewed, on the monotonic clock.
+
+    ``issued_at`` is taken *before* the auth request was sent, so every deadline is early
+    by the request's latency, never late.
+    """
+
+    issued_at: float
+    lifetime: float
+    jitter: float
+
+    def renew_at(self, policy: RenewalPolicy) -> float:
+        """Monotonic time of the background renewal."""
+        return self.issued_at + policy.soft_offset(self.lifetime, self.jitter)
+
+    def hard_at(self, policy: RenewalPolicy) -> float:
+        """Monotonic time from which the token is not handed out any more."""
+        return self.issued_at + policy.hard_offset(self.lifetime)
+
+    @property
+    def expires_at(self) -> float:
+        """Monotonic time of expiry."""
+        return self.issued_at + self.lifetime
+
+    def is_usable(self, now: float, policy: RenewalPolicy) -> bool:
+        """Whether a request may carry this token at ``now``."""
+        return now < self.hard_at(policy)
+
+    def needs_renewal(self, now: float, policy: RenewalPolicy) -> bool:
+        """Whether the background renewal point has passed."""
+        return now >= self.renew_at(policy)
+
+
+def normalise_lifetime(
+    expires_in: Any,
+    *,
+    expires_at: datetime | None = None,
+    server_now: float | None = None,
+    policy: RenewalPolicy,
+) -> float:
+    """Turn the server's ``expires_in`` into a lifetime the SDK can plan with.
+
+    Missing or unusable values never crash and never cause a renew loop:
+
+    * an int/float/digit string is used as is, then clamped into the policy's range;
+    * ``None``, non-numeric, NaN or infinite: ``expires_at - server_now`` when both are
+      known, else :data:`DEFAULT_LIFETIME`;
+    * zero or negative: the policy minimum (the spacing guard then bounds renewals).
+
+    Args:
+        expires_in: The raw ``expires_in`` value from the response.
+        expires_at: The parsed ``expires_at``, if any.
+        server_now: The server's current UNIX time (its ``Date`` header), if known.
+        policy: Supplies the clamp range.
+    """
+    value: float | None = None
+    if isinstance(expires_in, bool):
+        value = None
+    elif isinstance(expires_in, int | float):
+        value = float(expires_in)
+    elif isinstance(expires_in, str) and expires_in.strip().lstrip("-").isdigit():
+        value = float(int(expires_in.strip()))
+    if value is None or math.isnan(value) or math.isinf(value):
+        if expires_at is not None and server_now is not None:
+            value = expires_at.timestamp() - server_now
+        else:
+            value = DEFAULT_LIFETIME
+    return min(policy.max_lifetime, max(policy.min_lifetime, value))
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """Full-jitter exponential backoff with a cap, an attempt limit and a deadline.
+
+    Attributes:
+        first_delay: Upper bound of the first delay, seconds.
+        factor: Growth per attempt.
+        max_delay: Cap of any single delay.
+        max_attempts: Attempts in all (the first try included).
+        deadline: Seconds a whole call may spend retrying.
+        max_retry_after: A ``Retry-After`` longer than this is not waited for in a call.
+    """
+
+    first_delay: float = 0.5
+    factor: float = 2.0
+    max_delay: float = 8.0
+    max_attempts: int = 4
+    deadline: float = 30.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, draw: float) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based), full jitter.
+
+        Args:
+            attempt: 1 for the first retry.
+            draw: A random number in ``[0, 1)``.
+        """
+        ceiling = min(self.max_delay, self.first_delay * self.factor ** max(0, attempt - 1))
+        return ceiling * _unit(draw)
+
+
+def parse_retry_after(value: str | None, *, now: float) -> float | None:
+    """Parse an HTTP ``Retry-After`` (delay-seconds or HTTP-date) into seconds from ``now``.
+
+    Negative results are clamped to 0; garbage gives ``None`` (use the default backoff).
+
+    Args:
+        value: The header value.
+        now: The current UNIX time (only used for the HTTP-date form).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isdigit():
+        return float(int(text))
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _unit(draw: float) -> float:
+    """Clamp a random draw into ``[0, 1]`` (robust against a careless injected RNG)."""
+    if not math.isfinite(draw):
+        return 0.0
+    return min(1.0, max(0.0, draw))

@@ -1,0 +1,278 @@
+"""The exception tree of giosg_visitor.
+
+Every error the SDK raises on purpose derives from :class:`GiosgError`. httpx and
+websockets exceptions are translated at the edges and never reach users untranslated;
+the original is kept as ``__cause__``.
+
+Misuse of the API (wrong argument types, a closed client) raises the builtin
+``TypeError``, ``ValueError`` or ``RuntimeError`` instead.
+
+No exception message or attribute ever contains a secret (visitor secret, access token,
+client secret, refresh token): URLs carried here are the request URLs, which never hold
+credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "ChatEndedError",
+    "ConnectionClosedError",
+    "GiosgError",
+    "InvalidClientError",
+    "InvalidGrantError",
+    "InvalidScopeError",
+    "InvalidSecretError",
+    "MessageTooLongError",
+    "NotFoundError",
+    "OAuthError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RateLimitError",
+    "RealtimeError",
+    "RenewalFailedError",
+    "ServerError",
+    "SessionError",
+    "SessionExpiredError",
+    "SubscriptionError",
+    "TransportError",
+    "TransportTimeoutError",
+    "UnauthorizedClientError",
+    "UnsupportedGrantTypeError",
+    "UntrustedEndpointError",
+]
+
+
+class GiosgError(Exception):
+    """Base class of every error raised by giosg_visitor."""
+
+
+# Transport ---------------------------------------------------------------------------
+
+
+class TransportError(GiosgError):
+    """The network failed (connect, read, write, TLS). Retryable by default."""
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    """A transport-level timeout (connect, read, write or pool) expired."""
+
+
+class UntrustedEndpointError(GiosgError):
+    """A URL that would carry a credential is not trusted.
+
+    Raised before any byte is sent: plain ``http``/``ws`` to a non-loopback host, a
+    ``socket_url`` host that is not on the allowlist, userinfo in a URL, or a redirect
+    from a credentialed request.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ProtocolError(GiosgError):
+    """The server sent something malformed or unexpected.
+
+    Used for HTTP bodies (invalid JSON, missing or mistyped fields) and for socket frames
+    alike. The message names the problem (for example the missing field) but never quotes
+    a secret.
+    """
+
+
+# HTTP status errors --------------------------------------------------------------------
+
+
+class APIError(GiosgError):
+    """The server answered with a non-2xx status.
+
+    Attributes:
+        status_code: The HTTP status.
+        method: The request method.
+        url: The request URL (never contains a credential).
+        body: The parsed JSON body (DRF style: ``{"detail": ...}`` or ``{field: [msgs]}``),
+            the text when it was not JSON, or ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str = "",
+        url: str = "",
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.method = method
+        self.url = url
+        self.body = body
+
+    @property
+    def detail(self) -> str | None:
+        """The DRF ``detail`` string of the body, if any."""
+        if isinstance(self.body, Mapping):
+            detail = self.body.get("detail")
+            if isinstance(detail, str):
+                return detail
+        return None
+
+
+class AuthenticationError(APIError):
+    """401: the credential was missing, expired or rejected."""
+
+
+class PermissionDeniedError(APIError):
+    """403: authenticated, but not allowed."""
+
+
+class NotFoundError(APIError):
+    """404: the resource does not exist (or is not this visitor's)."""
+
+
+class RateLimitError(APIError):
+    """429: throttled. ``retry_after`` is the server's wait in seconds, if it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 429,
+        method: str = "",
+        url: str = "",
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, method=method, url=url, body=body)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """5xx: the server failed. Retryable for idempotent calls."""
+
+
+class ChatEndedError(APIError):
+    """The chat has ended: it accepts no more messages."""
+
+
+class OAuthError(APIError):
+    """An OAuth2 token endpoint answered with an RFC 6749 §5.2 error.
+
+    Attributes:
+        error: The ``error`` code, for example ``"invalid_client"``.
+        error_description: The server's ``error_description``, if any.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        method: str = "",
+        url: str = "",
+        body: Any = None,
+        error: str = "",
+        error_description: str | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, method=method, url=url, body=body)
+        self.error = error
+        self.error_description = error_description
+
+
+class InvalidClientError(OAuthError):
+    """``invalid_client``: client authentication failed. Terminal."""
+
+
+class InvalidGrantError(OAuthError):
+    """``invalid_grant``: the grant or refresh token is invalid, expired or revoked."""
+
+
+class InvalidScopeError(OAuthError):
+    """``invalid_scope``: the requested scope is invalid or exceeds what was granted."""
+
+
+class UnauthorizedClientError(OAuthError):
+    """``unauthorized_client``: the client may not use this grant type."""
+
+
+class UnsupportedGrantTypeError(OAuthError):
+    """``unsupported_grant_type``: the server does not support this grant type."""
+
+
+# Client-side validation ------------------------------------------------------------------
+
+
+class MessageTooLongError(GiosgError, ValueError):
+    """A chat message is longer than the server's limit; nothing was sent.
+
+    Attributes:
+        length: The message length in characters.
+        limit: The largest accepted length.
+    """
+
+    def __init__(self, length: int, limit: int) -> None:
+        super().__init__(f"message is {length} characters long; the limit is {limit}")
+        self.length = length
+        self.limit = limit
+
+
+# Session ------------------------------------------------------------------------------
+
+
+class SessionError(GiosgError):
+    """The visitor session cannot provide a valid access token."""
+
+
+class SessionExpiredError(SessionError):
+    """There is no valid token and renewal is impossible (closed or failed session)."""
+
+
+class RenewalFailedError(SessionError):
+    """Renewal gave up; ``__cause__`` is the last error."""
+
+
+class InvalidSecretError(SessionError):
+    """The stored ``visitor_secret_id`` was rejected (unknown or revoked).
+
+    Terminal: the SDK stops calling auth for this visitor. Pass
+    ``on_invalid_secret="new_visitor"`` to start a new visitor instead.
+
+    Attributes:
+        status_code: The status of the auth response.
+        body: Its parsed body (DRF style).
+    """
+
+    def __init__(self, message: str, *, status_code: int, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+# Real-time ------------------------------------------------------------------------------
+
+
+class RealtimeError(GiosgError):
+    """Base class of real-time socket errors."""
+
+
+class ConnectionClosedError(RealtimeError):
+    """The socket closed and will not be reopened. ``code``/``reason`` are the close frame's."""
+
+    def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class SubscriptionError(RealtimeError):
+    """The server refused a subscription (``__qr__`` with ``fail``). ``channel`` names it."""
+
+    def __init__(self, message: str, *, channel: str) -> None:
+        super().__init__(message)
+        self.channel = channel

@@ -1,0 +1,288 @@
+"""A store in one SQLite file: many visitors, several processes, leases for renewal."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sqlite3
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final, TypeVar, final
+
+import anyio
+import anyio.to_thread
+
+from giosg_visitor.errors import ProtocolError
+from giosg_visitor.models import VisitorRecord
+
+from .base import check_key
+from .file import (
+    _ensure_private_parent,
+    _open_no_follow,
+    _permission_warning,
+    _tighten_mode,
+)
+
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS records "
+    "(key TEXT PRIMARY KEY, data TEXT NOT NULL, updated_at REAL)",
+    "CREATE TABLE IF NOT EXISTS locks (key TEXT PRIMARY KEY, owner TEXT, expires_at REAL)",
+)
+# Compare-and-set in one statement: take the row if it is absent or its lease has expired.
+_TRY_LOCK: Final = (
+    "INSERT INTO locks (key, owner, expires_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at "
+    "WHERE locks.expires_at IS NULL OR locks.expires_at <= ?"
+)
+_UNLOCK: Final = "DELETE FROM locks WHERE key = ? AND owner = ?"
+_SAVE: Final = (
+    "INSERT INTO records (key, data, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
+)
+_CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB})
+# How often a waiting lock(key) retries: fast at first, then at most every 50 ms.
+_POLL_FIRST: Final = 0.01
+_POLL_MAX: Final = 0.05
+
+
+@final
+class SQLiteStore:
+    """Keeps records in one SQLite database file; the embedded choice for many visitors.
+
+    The standard library's :mod:`sqlite3` runs in worker threads on one connection (WAL
+    journal, ``synchronous=FULL``, a busy timeout for writers in other processes). Each
+    ``save`` is one atomic statement. The file is created with mode 0600 (SQLite gives its
+    ``-wal`` and ``-shm`` files the same mode); a symlink at ``path`` is refused and an
+    existing file that other users can access is changed to 0600 with a
+    :class:`~giosg_visitor.stores.file.FilePermissionWarning`.
+
+    :meth:`lock` is a lease in the ``locks`` table, shared by every process using the file.
+    A holder that crashes keeps it until ``lease_seconds`` have passed (wall clock); a
+    holder that stays inside the block longer than that loses it silently, so keep the
+    lease well above the longest renewal.
+
+    Use it as ``async with SQLiteStore(path) as store:`` or call :meth:`aclose`. The
+    connection opens on first use.
+
+    Args:
+        path: The database file (``~`` is expanded; a relative path is made absolute now).
+        lease_seconds: How long a :meth:`lock` survives a holder that died.
+        busy_timeout: Seconds a statement waits for another process's write to finish.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        lease_seconds: float = 30.0,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        raw = os.fspath(path)
+        if not isinstance(raw, str):
+            raise TypeError(
+                f"SQLiteStore path must be a str or os.PathLike[str], not {type(raw).__name__}"
+            )
+        if not raw:
+            raise ValueError("SQLiteStore path must not be empty")
+        for name, value in (("lease_seconds", lease_seconds), ("busy_timeout", busy_timeout)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds")
+        self._path = os.path.abspath(os.path.expanduser(raw))
+        self._lease = float(lease_seconds)
+        self._busy_timeout = float(busy_timeout)
+        self._db_lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._owned: set[tuple[str, str]] = set()
+        self._loose_mode: int | None = None
+        self._key_locks: dict[str, anyio.Lock] = {}
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file."""
+        return self._path
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long a :meth:`lock` outlives a holder that died."""
+        return self._lease
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore path={self._path!r}>"
+
+    async def __aenter__(self) -> SQLiteStore:
+        if self._closed:
+            raise RuntimeError("this SQLiteStore is closed")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection (see :meth:`close`); idempotent."""
+        await anyio.to_thread.run_sync(self.close)
+
+    def close(self) -> None:
+        """Close the connection, blocking; idempotent.
+
+        Leases this store still holds are deleted so that other processes need not wait
+        for them to expire. The store cannot be used afterwards.
+        """
+        with self._db_lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if self._owned:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.executemany(_UNLOCK, sorted(self._owned))
+                    self._owned.clear()
+            finally:
+                conn.close()
+
+    # Store protocol. ---------------------------------------------------------------------
+
+    async def load(self, key: str) -> VisitorRecord | None:
+        """Return the record stored under ``key``, or ``None``.
+
+        Raises:
+            ProtocolError: The file is not a SQLite database, or the record is malformed.
+            RuntimeError: The store is closed.
+        """
+        key = check_key(key)
+        return await self._run(self._load_sync, key)
+
+    async def save(self, key: str, record: VisitorRecord) -> None:
+        """Store ``record`` under ``key`` in one atomic, durable statement.
+
+        Raises:
+            ProtocolError: The file is not a SQLite database.
+            RuntimeError: The store is closed.
+        """
+        key = check_key(key)
+        if not isinstance(record, VisitorRecord):
+            raise TypeError(f"expected a VisitorRecord, got {type(record).__name__}")
+        data = record.dumps()
+        await self._run(lambda conn: conn.execute(_SAVE, (key, data, time.time())))
+
+    async def delete(self, key: str) -> None:
+        """Forget ``key`` (no error if absent).
+
+        Raises:
+            RuntimeError: The store is closed.
+        """
+        key = check_key(key)
+        await self._run(lambda conn: conn.execute("DELETE FROM records WHERE key = ?", (key,)))
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        """Hold the renewal lease of ``key`` against every process using this file.
+
+        Not re-entrant. :meth:`save` may be called while it is held. Waiting is
+        cancellable; the lease is deleted on exit, on error and on cancellation (if it is
+        still ours: after ``lease_seconds`` another holder may have taken it).
+        """
+        key = check_key(key)
+        local = self._key_locks.get(key)
+        if local is None:
+            local = self._key_locks[key] = anyio.Lock()
+        async with local:
+            owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+            try:
+                delay = _POLL_FIRST
+                while not await self._run(self._try_lock_sync, key, owner):
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, _POLL_MAX)
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._unlock_sync, key, owner)
+
+    # Internals: everything below runs in worker threads unless it is async. ----------------
+
+    async def _run(self, operation: Callable[..., _T], *args: object) -> _T:
+        result = await anyio.to_thread.run_sync(self._call, operation, *args)
+        loose_mode, self._loose_mode = self._loose_mode, None
+        if loose_mode is not None:
+            warnings.warn(_permission_warning(self._path, loose_mode), stacklevel=3)
+        return result
+
+    def _call(self, operation: Callable[..., _T], *args: object) -> _T:
+        with self._db_lock:
+            corrupt: str | None = None
+            try:
+                return operation(self._connection(), *args)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _CORRUPT_CODES:
+                    raise
+                corrupt = str(exc)  # SQLite's own words ("file is not a database"), no data
+        raise ProtocolError(f"SQLite store {self._path!r} is not a valid database ({corrupt})")
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError("this SQLiteStore is closed")
+        if self._conn is not None:
+            return self._conn
+        _ensure_private_parent(self._path)
+        fd = _open_no_follow(self._path, os.O_RDWR | os.O_CREAT)
+        try:
+            self._loose_mode = _tighten_mode(fd, self._path)
+        finally:
+            os.close(fd)
+        conn = sqlite3.connect(
+            self._path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # autocommit: every statement is its own transaction
+            check_same_thread=False,  # used from worker threads, one at a time (_db_lock)
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _load_sync(self, conn: sqlite3.Connection, key: str) -> VisitorRecord | None:
+        row = conn.execute("SELECT data FROM records WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        try:
+            return VisitorRecord.loads(row[0])
+        except ProtocolError as exc:
+            # Model errors name the field, never its value.
+            raise ProtocolError(f"SQLite store {self._path!r}: {exc}") from exc
+
+    def _try_lock_sync(self, conn: sqlite3.Connection, key: str, owner: str) -> bool:
+        now = time.time()
+        acquired = conn.execute(_TRY_LOCK, (key, owner, now + self._lease, now)).rowcount == 1
+        if acquired:
+            self._owned.add((key, owner))
+        return acquired
+
+    def _unlock_sync(self, key: str, owner: str) -> None:
+        with self._db_lock:
+            self._owned.discard((key, owner))
+            if self._conn is not None:
+                self._conn.execute(_UNLOCK, (key, owner))

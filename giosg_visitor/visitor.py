@@ -1,0 +1,307 @@
+"""The :class:`Visitor`: one Giosg visitor, its token, and (later) its socket and chats."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from types import TracebackType
+from typing import Final, Self, final
+
+import anyio
+import httpx
+
+from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
+from ._clock import Clock, SystemClock
+from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
+from ._renewal import RenewalPolicy, RetryPolicy
+from .errors import GiosgError, RenewalFailedError
+from .models import IdentityChange, OrganizationSession
+from .stores.base import Store, check_key
+from .stores.memory import MemoryStore
+
+
+__all__ = ["Visitor"]
+
+logger = logging.getLogger("giosg_visitor.visitor")
+
+#: The loop backs off at most this long between failed background renewals.
+_MAX_LOOP_BACKOFF: Final = 30.0
+
+
+@final
+class Visitor:
+    """A program acting as one visitor in Giosg live chat.
+
+    Use it as an async context manager: entering authenticates a new visitor or resumes
+    the one stored under ``key`` (reusing a stored token while it has a safe margin left),
+    and starts background renewal; leaving stops everything. ``await visitor.aclose()``
+    does the same as leaving.
+
+    Example:
+        >>> async with Visitor(ORG_ID, store=FileStore("visitor.json")) as visitor:
+        ...     print(visitor.visitor_id)
+
+    Args:
+        organization_id: The Giosg organization (UUID).
+        base_url: The API origin. Must be https (plain http only to loopback).
+        store: Where the secret and the latest session are kept. Defaults to a fresh
+            :class:`~giosg_visitor.MemoryStore` (forgotten at exit).
+        key: The caller's own id for this visitor inside a shared store (for a bridge:
+            its end user's id).
+        http_client: An ``httpx.AsyncClient`` to share (not closed by the visitor).
+            Redirects are never followed on credentialed requests either way.
+        timeouts: Transport limits.
+        renewal: When to renew (see :class:`~giosg_visitor.RenewalPolicy`).
+        retry: How to retry transient auth failures.
+        on_invalid_secret: ``"raise"`` (default) raises
+            :class:`~giosg_visitor.InvalidSecretError` when the stored secret is rejected;
+            ``"new_visitor"`` starts a new visitor and reports it in
+            :attr:`identity_change`.
+        clock: The time source (tests pass ``giosg_visitor.testing.FakeClock``).
+        rng: Random draws in ``[0, 1)`` for jitter.
+    """
+
+    def __init__(
+        self,
+        organization_id: str,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        store: Store | None = None,
+        key: str = "default",
+        http_client: httpx.AsyncClient | None = None,
+        timeouts: Timeouts | None = None,
+        renewal: RenewalPolicy | None = None,
+        retry: RetryPolicy | None = None,
+        on_invalid_secret: InvalidSecretPolicy = "raise",
+        clock: Clock | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        if not isinstance(organization_id, str) or not organization_id:
+            raise ValueError("organization_id must be a non-empty string")
+        if on_invalid_secret not in ("raise", "new_visitor"):
+            raise ValueError('on_invalid_secret must be "raise" or "new_visitor"')
+        self._organization_id = organization_id
+        self._base_url = check_credential_url(base_url, what="base_url")
+        self._store: Store = store if store is not None else MemoryStore()
+        self._key = check_key(key)
+        self._timeouts = timeouts or Timeouts()
+        self._renewal = renewal or RenewalPolicy()
+        self._retry = retry or RetryPolicy()
+        self._on_invalid_secret: InvalidSecretPolicy = on_invalid_secret
+        self._clock = clock or SystemClock()
+        self._rng = rng
+        self._shared_client = http_client
+        self._client: httpx.AsyncClient | None = None
+        self._session: VisitorSession | None = None
+        self._stack: AsyncExitStack | None = None
+        self._entered = False
+        self._closed = False
+
+    # Properties ---------------------------------------------------------------------------
+
+    @property
+    def organization_id(self) -> str:
+        """The organization this visitor belongs to."""
+        return self._organization_id
+
+    @property
+    def key(self) -> str:
+        """The store key (the caller's own id for this visitor)."""
+        return self._key
+
+    @property
+    def store(self) -> Store:
+        """The store holding this visitor's secret and session."""
+        return self._store
+
+    @property
+    def visitor_id(self) -> str:
+        """The public visitor id in this organization (32 hex characters).
+
+        Raises:
+            RuntimeError: The visitor has not been started.
+        """
+        return self._org_session().visitor_id
+
+    @property
+    def socket_url(self) -> str:
+        """The real-time socket URL from the latest auth response."""
+        return self._org_session().socket_url
+
+    @property
+    def state(self) -> SessionState:
+        """The session state (``ANONYMOUS`` before start, ``CLOSED`` after)."""
+        if self._closed:
+            return SessionState.CLOSED
+        if self._session is None:
+            return SessionState.ANONYMOUS
+        return self._session.state
+
+    @property
+    def identity_change(self) -> IdentityChange | None:
+        """Set when the stored secret was rejected and a new visitor took its place."""
+        return self._session.identity_change if self._session is not None else None
+
+    @property
+    def auth(self) -> httpx.Auth:
+        """An ``httpx.Auth`` that signs requests as this visitor (Bearer, renewed)."""
+        return VisitorAuth(self._require_session())
+
+    @property
+    def http_client(self) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` this visitor uses."""
+        if self._client is None:
+            raise RuntimeError("the visitor has not been started")
+        return self._client
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The API origin."""
+        return self._base_url
+
+    # Lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Visitor can be started only once; create a new one")
+        self._entered = True
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            if self._shared_client is not None:
+                self._client = self._shared_client
+            else:
+                client = httpx.AsyncClient(
+                    timeout=self._timeouts.httpx_timeout(),
+                    follow_redirects=False,
+                    headers={"User-Agent": USER_AGENT},
+                )
+                self._client = client
+                stack.push_async_callback(self._close_client, client)
+            session = VisitorSession(
+                organization_id=self._organization_id,
+                base_url=self._base_url,
+                client=self._client,
+                store=self._store,
+                key=self._key,
+                clock=self._clock,
+                policy=self._renewal,
+                retry=self._retry,
+                rng=self._rng,
+                on_invalid_secret=self._on_invalid_secret,
+            )
+            await session.start()
+            self._session = session
+            task_group = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(task_group.cancel_scope.cancel)
+            task_group.start_soon(self._renew_forever, session)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            self._closed = True
+            raise
+        self._stack = stack
+        logger.debug("visitor %s started", self.visitor_id)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop background work and release resources. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._session is not None:
+            self._session.close()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            # Not shielded as a whole: the task group must exit in its own scope; the
+            # pieces that must finish (closing the client) shield themselves.
+            await stack.aclose()
+
+    async def _close_client(self, client: httpx.AsyncClient) -> None:
+        with anyio.move_on_after(self._timeouts.close, shield=True):
+            await client.aclose()
+
+    def for_organization(self, organization_id: str) -> Visitor:
+        """The same visitor (same secret, store and key) in another organization.
+
+        The returned visitor is not started: use it as an async context manager. It
+        shares this visitor's HTTP client when this one is running.
+        """
+        return Visitor(
+            organization_id,
+            base_url=str(self._base_url),
+            store=self._store,
+            key=self._key,
+            http_client=self._client if self._client is not None else self._shared_client,
+            timeouts=self._timeouts,
+            renewal=self._renewal,
+            retry=self._retry,
+            on_invalid_secret=self._on_invalid_secret,
+            clock=self._clock,
+            rng=self._rng,
+        )
+
+    async def renew(self) -> None:
+        """Renew the access token now (single-flight with any renewal in progress)."""
+        session = self._require_session()
+        await session.renew(stale=session.current)
+
+    # Internals ----------------------------------------------------------------------------
+
+    def _require_session(self) -> VisitorSession:
+        if self._closed:
+            raise RuntimeError("the visitor is closed")
+        if self._session is None:
+            raise RuntimeError("the visitor has not been started (use `async with Visitor(...)`)")
+        return self._session
+
+    def _org_session(self) -> OrganizationSession:
+        # Readable after close too: the visitor id is useful in logs and reports.
+        token = self._session.current if self._session is not None else None
+        if token is None:
+            raise RuntimeError("the visitor has not been started (use `async with Visitor(...)`)")
+        return token.session
+
+    async def _renew_forever(self, session: VisitorSession) -> None:
+        """Sleep until the renewal point; renew; repeat. Failures become state, not crashes."""
+        failures = 0
+        while True:
+            await self._clock.sleep(session.seconds_until_renewal())
+            token = session.current
+            now = self._clock.monotonic()
+            if token is not None and not token.times.needs_renewal(now, self._renewal):
+                continue
+            try:
+                await session.renew(stale=token, background=True)
+            except RenewalFailedError as exc:
+                failures += 1
+                logger.warning("background renewal failed: %s", exc)
+            except GiosgError as exc:
+                if session.failure is not None:
+                    logger.error("visitor session failed: %s", type(exc).__name__)
+                    return
+                failures += 1
+                logger.warning("background renewal failed: %s", type(exc).__name__)
+            else:
+                failures = 0
+                continue
+            delay = min(_MAX_LOOP_BACKOFF, self._retry.delay(failures, self._rng() or 0.5))
+            await self._clock.sleep(max(delay, 0.1) if math.isfinite(delay) else 1.0)
+
+    def __repr__(self) -> str:
+        token = self._session.current if self._session is not None else None
+        vid = token.session.visitor_id if token is not None else None
+        return (
+            f"<Visitor org={self._organization_id} key={self._key!r} "
+            f"visitor_id={vid} state={self.state.value}>"
+        )

@@ -1,0 +1,53 @@
+"""Shared test helpers: a virtual-time fake Giosg and visitor factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import httpx
+
+from giosg_visitor import RetryPolicy, Visitor
+from giosg_visitor.testing import FakeClock, FakeGiosg
+
+
+ORG_ID = "e6a08f51-c250-4074-847b-58d444dbbeb1"
+OTHER_ORG_ID = "b3b8cbd6-3a7e-4f6b-9d0b-6c1f0d2f6a11"
+
+#: Fast retries for tests over real sockets (real time).
+FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.05, deadline=5.0)
+
+
+@attrs.define
+class VirtualWorld:
+    """A fake Giosg served in-process on a virtual clock."""
+
+    giosg: FakeGiosg
+    clock: FakeClock
+    client: httpx.AsyncClient
+
+    def visitor(self, **kwargs: Any) -> Visitor:
+        kwargs.setdefault("clock", self.clock)
+        kwargs.setdefault("http_client", self.client)
+        return Visitor(ORG_ID, base_url=self.giosg.base_url, **kwargs)
+
+    async def get_chats(self, visitor: Visitor) -> httpx.Response:
+        url = f"{self.giosg.base_url}/api/v5/public/visitors/{visitor.visitor_id}/chats"
+        return await self.client.get(url, auth=visitor.auth)
+
+
+@asynccontextmanager
+async def virtual_world(*, lifetime: float = 1800.0, **kwargs: Any) -> AsyncIterator[VirtualWorld]:
+    """A FakeGiosg on a FakeClock, reached through an in-process transport."""
+    clock = FakeClock()
+    giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
+    async with httpx.AsyncClient(transport=giosg.transport()) as client:
+        yield VirtualWorld(giosg, clock, client)
+
+
+async def get_chats(giosg: FakeGiosg, visitor: Visitor) -> httpx.Response:
+    """GET the visitor's chat list with the visitor's auth (over real sockets)."""
+    url = f"{giosg.base_url}/api/v5/public/visitors/{visitor.visitor_id}/chats"
+    return await visitor.http_client.get(url, auth=visitor.auth)
