@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -23,6 +24,9 @@ __all__ = [
     "normalise_lifetime",
     "parse_retry_after",
 ]
+
+# ASCII digits only: str.isdigit() also accepts "²" and other digits int() refuses.
+_INTEGER: Final = re.compile(r"-?[0-9]+")
 
 #: Used when the server sends no usable ``expires_in`` and no usable ``expires_at``.
 DEFAULT_LIFETIME: Final = 600.0
@@ -146,9 +150,9 @@ def normalise_lifetime(
     if isinstance(expires_in, bool):
         value = None
     elif isinstance(expires_in, int | float):
-        value = float(expires_in)
-    elif isinstance(expires_in, str) and expires_in.strip().lstrip("-").isdigit():
-        value = float(int(expires_in.strip()))
+        value = _to_float(expires_in)
+    elif isinstance(expires_in, str) and _INTEGER.fullmatch(expires_in.strip()):
+        value = _to_float(expires_in.strip())
     if value is None or math.isnan(value) or math.isinf(value):
         if expires_at is not None and server_now is not None:
             value = expires_at.timestamp() - server_now
@@ -202,8 +206,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
-        return float(int(text))
+    if _INTEGER.fullmatch(text):
+        return max(0.0, _to_float(text))
     try:
         seconds = float(text)
     except ValueError:
@@ -217,6 +221,14 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)
+
+
+def _to_float(value: str | int | float) -> float:
+    """``float()`` that turns values beyond float range into infinity instead of raising."""
+    try:
+        return float(int(value)) if isinstance(value, str) else float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _unit(draw: float) -> float:

@@ -370,3 +370,348 @@ class IdentityChange:
 def utc_from_timestamp(ts: float) -> datetime:
     """Aware UTC datetime for a UNIX timestamp."""
     return datetime.fromtimestamp(ts, tz=UTC)
+
+
+# Chat resources -------------------------------------------------------------------------
+
+
+def _opt_str(data: Mapping[str, Any], name: str, *, where: str) -> str | None:
+    value = data.get(name)
+    if value is None or isinstance(value, str):
+        return value
+    raise ProtocolError(f"{where}: field {name!r} must be a string or null")
+
+
+def _opt_bool(data: Mapping[str, Any], name: str, *, where: str, default: bool = False) -> bool:
+    value = data.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool):
+        return value
+    raise ProtocolError(f"{where}: field {name!r} must be a boolean")
+
+
+def _opt_int(data: Mapping[str, Any], name: str, *, where: str) -> int | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ProtocolError(f"{where}: field {name!r} must be an integer")
+
+
+def _mapping(data: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(data, Mapping):
+        raise ProtocolError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+_CHAT_FIELDS: Final = frozenset(
+    {
+        "id",
+        "room_id",
+        "created_at",
+        "updated_at",
+        "ended_at",
+        "is_ended",
+        "is_waiting",
+        "waiting_started_at",
+        "chat_type",
+        "message_count",
+    }
+)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class ChatInfo:
+    """A chat resource as the visitor sees it.
+
+    Attributes:
+        id: Chat UUID.
+        room_id: The room it belongs to.
+        created_at: Creation time (aware UTC), if given.
+        updated_at: Last change, if given.
+        ended_at: When it ended, if it has.
+        is_ended: Whether it has ended (then it accepts no more messages).
+        is_waiting: Whether the visitor is waiting for an operator's reply.
+        waiting_started_at: When waiting started, if it has.
+        chat_type: ``"visitor"``, ``"task"`` or ``"external"``.
+        message_count: Number of ``msg`` messages, if given.
+        extra: Every other key (``token``, counters, ...), kept verbatim.
+    """
+
+    id: str
+    room_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    ended_at: datetime | None = None
+    is_ended: bool = False
+    is_waiting: bool = False
+    waiting_started_at: datetime | None = None
+    chat_type: str | None = None
+    message_count: int | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> ChatInfo:
+        """Parse a chat object.
+
+        Raises:
+            ProtocolError: A field is missing or mistyped.
+        """
+        where = "chat"
+        data = _mapping(data, where)
+        return cls(
+            id=_require_str(data, "id", where=where),
+            room_id=_opt_str(data, "room_id", where=where),
+            created_at=parse_datetime(data.get("created_at"), field=f"{where}: created_at"),
+            updated_at=parse_datetime(data.get("updated_at"), field=f"{where}: updated_at"),
+            ended_at=parse_datetime(data.get("ended_at"), field=f"{where}: ended_at"),
+            is_ended=_opt_bool(data, "is_ended", where=where),
+            is_waiting=_opt_bool(data, "is_waiting", where=where),
+            waiting_started_at=parse_datetime(
+                data.get("waiting_started_at"), field=f"{where}: waiting_started_at"
+            ),
+            chat_type=_opt_str(data, "chat_type", where=where),
+            message_count=_opt_int(data, "message_count", where=where),
+            extra=_freeze({k: v for k, v in data.items() if k not in _CHAT_FIELDS}),
+        )
+
+    def merged(self, changes: Mapping[str, Any]) -> ChatInfo:
+        """This chat with a ``changed`` notification's partial attributes applied."""
+        raw = {**self.to_api(), **changes}
+        return ChatInfo.from_api(raw)
+
+    def to_api(self) -> dict[str, Any]:
+        """The chat as a JSON-able dict (datetimes as ISO strings)."""
+        out: dict[str, Any] = dict(self.extra)
+        for name in _CHAT_FIELDS:
+            value = getattr(self, name)
+            out[name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+
+_MESSAGE_FIELDS: Final = frozenset(
+    {
+        "id",
+        "type",
+        "chat_id",
+        "created_at",
+        "sender_type",
+        "sender_id",
+        "sender_public_name",
+        "message",
+    }
+)
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Message:
+    """A chat message.
+
+    Attributes:
+        id: Message UUID (the deduplication key).
+        type: ``msg``, ``autosuggest``, ``join``, ``leave``, ``action``, ``system``...
+        chat_id: The chat, if the server said (the SDK fills it in otherwise).
+        created_at: When it was created (aware UTC).
+        sender_type: ``"visitor"`` or ``"user"`` (operator or bot), or another string.
+        sender_id: The sender's id.
+        sender_public_name: The name shown to the visitor (``None`` for anonymous).
+        message: The text (``None`` for join/leave).
+        extra: Every other key (attachments, avatars, ...), kept verbatim.
+    """
+
+    id: str
+    type: str = "msg"
+    chat_id: str | None = None
+    created_at: datetime | None = None
+    sender_type: str | None = None
+    sender_id: str | None = None
+    sender_public_name: str | None = None
+    message: str | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False)
+
+    @property
+    def is_from_visitor(self) -> bool:
+        """Whether the visitor sent it."""
+        return self.sender_type == "visitor"
+
+    @classmethod
+    def from_api(cls, data: Any, *, chat_id: str | None = None) -> Message:
+        """Parse a message object.
+
+        Raises:
+            ProtocolError: A field is missing or mistyped.
+        """
+        where = "message"
+        data = _mapping(data, where)
+        return cls(
+            id=_require_str(data, "id", where=where),
+            type=_opt_str(data, "type", where=where) or "msg",
+            chat_id=_opt_str(data, "chat_id", where=where) or chat_id,
+            created_at=parse_datetime(data.get("created_at"), field=f"{where}: created_at"),
+            sender_type=_opt_str(data, "sender_type", where=where),
+            sender_id=_opt_str(data, "sender_id", where=where),
+            sender_public_name=_opt_str(data, "sender_public_name", where=where),
+            message=_opt_str(data, "message", where=where),
+            extra=_freeze({k: v for k, v in data.items() if k not in _MESSAGE_FIELDS}),
+        )
+
+
+_MEMBER_FIELDS: Final = frozenset(
+    {
+        "member_id",
+        "member_type",
+        "member_public_name",
+        "chat_id",
+        "is_participating",
+        "is_present",
+        "composing_status",
+        "message_count",
+    }
+)
+
+#: composing_status values that mean "typing right now" (both vocabularies of the docs).
+TYPING_STATUSES: Final = frozenset({"typing", "composing"})
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Membership:
+    """A participant of a chat (memberships have no ``id``: ``member_id`` identifies them).
+
+    Attributes:
+        member_id: User UUID or visitor id.
+        member_type: ``"visitor"`` or ``"user"``.
+        member_public_name: Name shown to the visitor.
+        chat_id: The chat.
+        is_participating: Chat window open.
+        is_present: Present in the chat.
+        composing_status: ``idle``/``typing``/``typed`` (or ``composing``/``has_composed``).
+        message_count: Messages sent by this member, if given.
+        extra: Every other key, kept verbatim.
+    """
+
+    member_id: str
+    member_type: str | None = None
+    member_public_name: str | None = None
+    chat_id: str | None = None
+    is_participating: bool = False
+    is_present: bool = False
+    composing_status: str | None = None
+    message_count: int | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False)
+
+    @property
+    def is_typing(self) -> bool:
+        """Whether the member is typing now (either vocabulary)."""
+        return self.composing_status in TYPING_STATUSES
+
+    @property
+    def is_operator(self) -> bool:
+        """Whether the member is an operator or bot (a Giosg user)."""
+        return self.member_type == "user"
+
+    @classmethod
+    def from_api(cls, data: Any) -> Membership:
+        """Parse a membership object.
+
+        Raises:
+            ProtocolError: A field is missing or mistyped.
+        """
+        where = "membership"
+        data = _mapping(data, where)
+        return cls(
+            member_id=_require_str(data, "member_id", where=where),
+            member_type=_opt_str(data, "member_type", where=where),
+            member_public_name=_opt_str(data, "member_public_name", where=where),
+            chat_id=_opt_str(data, "chat_id", where=where),
+            is_participating=_opt_bool(data, "is_participating", where=where),
+            is_present=_opt_bool(data, "is_present", where=where),
+            composing_status=_opt_str(data, "composing_status", where=where),
+            message_count=_opt_int(data, "message_count", where=where),
+            extra=_freeze({k: v for k, v in data.items() if k not in _MEMBER_FIELDS}),
+        )
+
+
+@final
+@attrs.frozen(kw_only=True)
+class Room:
+    """A room as the visitor sees it.
+
+    Attributes:
+        id: Room UUID.
+        display_name: Public name.
+        language_code: ISO 639-1 code or ``None``.
+        is_online: Whether any operator who can chat with the visitor is online.
+        brand: The brand object, or ``None``.
+        extra: Every other key, kept verbatim.
+    """
+
+    id: str
+    display_name: str | None = None
+    language_code: str | None = None
+    is_online: bool = False
+    brand: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> Room:
+        """Parse a room object.
+
+        Raises:
+            ProtocolError: A field is missing or mistyped.
+        """
+        where = "room"
+        data = _mapping(data, where)
+        brand = data.get("brand")
+        if brand is not None and not isinstance(brand, Mapping):
+            raise ProtocolError(f"{where}: field 'brand' must be an object or null")
+        known = {"id", "display_name", "language_code", "is_online", "brand"}
+        return cls(
+            id=_require_str(data, "id", where=where),
+            display_name=_opt_str(data, "display_name", where=where),
+            language_code=_opt_str(data, "language_code", where=where),
+            is_online=_opt_bool(data, "is_online", where=where),
+            brand=_freeze(brand) if brand else None,
+            extra=_freeze({k: v for k, v in data.items() if k not in known}),
+        )
+
+
+@final
+@attrs.frozen(kw_only=True)
+class OnlineUser:
+    """An operator online in a room.
+
+    Attributes:
+        id: User UUID.
+        public_name: Alias or real name.
+        avatar: ``{"id", "url"}`` or ``None``.
+        extra: Every other key, kept verbatim.
+    """
+
+    id: str
+    public_name: str | None = None
+    avatar: Mapping[str, Any] | None = None
+    extra: Mapping[str, Any] = attrs.field(default=_EMPTY, repr=False)
+
+    @classmethod
+    def from_api(cls, data: Any) -> OnlineUser:
+        """Parse an online-user object.
+
+        Raises:
+            ProtocolError: A field is missing or mistyped.
+        """
+        where = "online user"
+        data = _mapping(data, where)
+        avatar = data.get("avatar")
+        return cls(
+            id=_require_str(data, "id", where=where),
+            public_name=_opt_str(data, "public_name", where=where),
+            avatar=_freeze(avatar) if isinstance(avatar, Mapping) else None,
+            extra=_freeze(
+                {k: v for k, v in data.items() if k not in {"id", "public_name", "avatar"}}
+            ),
+        )

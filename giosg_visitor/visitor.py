@@ -5,20 +5,35 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Callable
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Final, Self, final
+from typing import Final, Literal, Self, final
 
 import anyio
+import anyio.abc
 import httpx
 
+from ._api import VisitorAPI
 from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
 from ._clock import Clock, SystemClock
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
 from ._renewal import RenewalPolicy, RetryPolicy
+from ._secret import Secret
+from .chat import Chat
 from .errors import GiosgError, RenewalFailedError
-from .models import IdentityChange, OrganizationSession
+from .models import ChatInfo, IdentityChange, OrganizationSession, Room
+from .realtime import (
+    DEFAULT_ALLOWED_HOSTS,
+    Change,
+    Gap,
+    RealtimeConnection,
+    ReconnectPolicy,
+    Resubscribed,
+    Subscription,
+)
+from .rooms import OnlineOperators
 from .stores.base import Store, check_key
 from .stores.memory import MemoryStore
 
@@ -60,6 +75,16 @@ class Visitor:
             :class:`~giosg_visitor.InvalidSecretError` when the stored secret is rejected;
             ``"new_visitor"`` starts a new visitor and reports it in
             :attr:`identity_change`.
+        realtime: Open the real-time socket (default). Without it, chats still work
+            over REST but nothing is live.
+        socket_strategy: How ``socket_url`` becomes a WebSocket URL: ``"raw"``
+            (``<socket_url>/websocket``, default), ``"sockjs"`` or ``"as_is"``.
+        socket_hosts: Host patterns ``socket_url`` may point to (giosg.com hosts by
+            default; loopback is always allowed for tests).
+        reconnect: Socket reconnect backoff.
+        ping_interval: Seconds between socket keepalive pings (``None``: off).
+        ping_timeout: Seconds a pong may take before the link counts as dead.
+        presence_expires_in: Room presence lifetime sent by :meth:`join_room`.
         clock: The time source (tests pass ``giosg_visitor.testing.FakeClock``).
         rng: Random draws in ``[0, 1)`` for jitter.
     """
@@ -76,6 +101,13 @@ class Visitor:
         renewal: RenewalPolicy | None = None,
         retry: RetryPolicy | None = None,
         on_invalid_secret: InvalidSecretPolicy = "raise",
+        realtime: bool = True,
+        socket_strategy: Literal["raw", "sockjs", "as_is"] = "raw",
+        socket_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
+        reconnect: ReconnectPolicy | None = None,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+        presence_expires_in: int = 60,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -93,6 +125,21 @@ class Visitor:
         self._on_invalid_secret: InvalidSecretPolicy = on_invalid_secret
         self._clock = clock or SystemClock()
         self._rng = rng
+        self._realtime_enabled = realtime
+        self._socket_strategy: Literal["raw", "sockjs", "as_is"] = socket_strategy
+        self._socket_hosts = tuple(socket_hosts)
+        self._reconnect = reconnect
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        if presence_expires_in < 1:
+            raise ValueError("presence_expires_in must be at least 1 second")
+        self._presence_expires_in = presence_expires_in
+        self._api: VisitorAPI | None = None
+        self._connection: RealtimeConnection | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._chats: weakref.WeakValueDictionary[str, Chat] = weakref.WeakValueDictionary()
+        self._rooms_joined: set[str] = set()
+        self._socket_token: Secret | None = None
         self._shared_client = http_client
         self._client: httpx.AsyncClient | None = None
         self._session: VisitorSession | None = None
@@ -195,9 +242,39 @@ class Visitor:
             )
             await session.start()
             self._session = session
+            self._api = VisitorAPI(
+                client=self._client,
+                auth=VisitorAuth(session),
+                base_url=self._base_url,
+                organization_id=self._organization_id,
+                visitor_id=lambda: self.visitor_id,
+                clock=self._clock,
+                retry=self._retry,
+                rng=self._rng,
+            )
+            if self._realtime_enabled:
+                # Entered before the task group, so background tasks stop before the socket.
+                self._connection = await stack.enter_async_context(
+                    RealtimeConnection(
+                        socket_url=lambda: self.socket_url,
+                        token_provider=self._fresh_socket_token,
+                        renew_token=self.renew,
+                        clock=self._clock,
+                        reconnect=self._reconnect,
+                        strategy=self._socket_strategy,
+                        allowed_hosts=self._socket_hosts,
+                        open_timeout=self._timeouts.socket_open,
+                        ping_interval=self._ping_interval,
+                        ping_timeout=self._ping_timeout,
+                        close_timeout=self._timeouts.close,
+                    )
+                )
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
+            self._task_group = task_group
             task_group.start_soon(self._renew_forever, session)
+            if self._connection is not None:
+                await task_group.start(self._follow_chats, self._connection)
         except BaseException:
             await stack.__aexit__(None, None, None)
             self._closed = True
@@ -256,7 +333,142 @@ class Visitor:
         session = self._require_session()
         await session.renew(stale=session.current)
 
+    # Chats and rooms ----------------------------------------------------------------------
+
+    async def start_chat(self, room_id: str, *, join_room: bool = True) -> Chat:
+        """Start a chat in a room.
+
+        Args:
+            room_id: The room.
+            join_room: Register the visitor in the room first (and keep its presence
+                fresh), as Giosg's own clients do.
+        """
+        api = self._require_api()
+        if join_room:
+            await self.join_room(room_id)
+        return self._register(await api.create_chat(room_id))
+
+    async def chats(self) -> AsyncIterator[Chat]:
+        """The visitor's chats, oldest first, following every page."""
+        async for info in self._require_api().list_chats():
+            yield self._register(info)
+
+    async def chat(self, chat_id: str) -> Chat:
+        """One of the visitor's chats by id (``NotFoundError`` if it is not theirs)."""
+        existing = self._chats.get(chat_id)
+        if existing is not None:
+            return existing
+        return self._register(await self._require_api().get_chat(chat_id))
+
+    async def room(self, room_id: str) -> Room:
+        """A room's public details (``is_online`` among them)."""
+        return await self._require_api().get_room(room_id)
+
+    def online_operators(self, room_id: str) -> OnlineOperators:
+        """The operators online in a room, live: ``async with`` it, read ``.current``,
+        iterate for changes."""
+        return OnlineOperators(room_id, api=self._require_api(), realtime=self._require_realtime())
+
+    async def join_room(self, room_id: str) -> None:
+        """Register the visitor in a room and keep its presence fresh until close.
+
+        Presence is refreshed at half of ``presence_expires_in``. Joining a room twice
+        is harmless.
+        """
+        api = self._require_api()
+        await api.join_room(room_id, self._presence_expires_in)
+        if room_id not in self._rooms_joined and self._task_group is not None:
+            self._rooms_joined.add(room_id)
+            self._task_group.start_soon(self._keep_present, room_id)
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Raw channel events (``Change``, and ``Resubscribed``/``Gap`` markers).
+
+        Use as ``async with visitor.subscribe(channel) as sub: async for event in sub``.
+        """
+        return self._require_realtime().subscribe(channel)
+
+    @property
+    def realtime(self) -> RealtimeConnection:
+        """The real-time connection (state, events, stats).
+
+        Raises:
+            RuntimeError: The visitor was created with ``realtime=False`` or not started.
+        """
+        return self._require_realtime()
+
     # Internals ----------------------------------------------------------------------------
+
+    def _require_api(self) -> VisitorAPI:
+        self._require_session()
+        assert self._api is not None
+        return self._api
+
+    def _require_realtime(self) -> RealtimeConnection:
+        self._require_session()
+        if self._connection is None:
+            raise RuntimeError("this visitor has no real-time socket (created with realtime=False)")
+        return self._connection
+
+    def _register(self, info: ChatInfo) -> Chat:
+        chat = self._chats.get(info.id)
+        if chat is None:
+            chat = Chat(info, api=self._require_api(), realtime=self._require_realtime)
+            self._chats[info.id] = chat
+        else:
+            chat._apply(info)
+        return chat
+
+    async def _fresh_socket_token(self) -> Secret:
+        token = (await self._require_session().token()).access_token
+        self._socket_token = token
+        return token
+
+    async def _reauthorize_socket(self, session: VisitorSession) -> None:
+        current = session.current
+        if self._connection is None or current is None:
+            return
+        if self._socket_token is not None and current.access_token == self._socket_token:
+            return
+        try:
+            await self._connection.reauthorize()
+        except GiosgError as exc:
+            # The connection reconnects with the fresh token on its own.
+            logger.info("re-authorising the socket failed: %s", type(exc).__name__)
+
+    async def _keep_present(self, room_id: str) -> None:
+        api = self._require_api()
+        while True:
+            await self._clock.sleep(self._presence_expires_in / 2)
+            try:
+                await api.refresh_presence(room_id, self._presence_expires_in)
+            except GiosgError as exc:
+                logger.warning(
+                    "presence refresh in room %s failed: %s", room_id, type(exc).__name__
+                )
+
+    async def _follow_chats(
+        self,
+        connection: RealtimeConnection,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Keep every known Chat's live state (is_ended, is_waiting, counters) current."""
+        api = self._require_api()
+        async with connection.subscribe(api.chats_channel()) as subscription:
+            task_status.started()
+            async for event in subscription:
+                if isinstance(event, Resubscribed | Gap):
+                    for chat in list(self._chats.values()):
+                        try:
+                            await chat.refresh()
+                        except GiosgError as exc:
+                            logger.warning("could not refresh chat %s: %s", chat.id, exc)
+                elif isinstance(event, Change) and event.resource is not None:
+                    chat_id = event.resource_id or event.resource.get("id")
+                    target = self._chats.get(chat_id) if isinstance(chat_id, str) else None
+                    if target is not None:
+                        target._apply(event.resource)
 
     def _require_session(self) -> VisitorSession:
         if self._closed:
@@ -280,9 +492,12 @@ class Visitor:
             token = session.current
             now = self._clock.monotonic()
             if token is not None and not token.times.needs_renewal(now, self._renewal):
+                # Renewed on demand meanwhile: the socket's subscriptions still need it.
+                await self._reauthorize_socket(session)
                 continue
             try:
                 await session.renew(stale=token, background=True)
+                await self._reauthorize_socket(session)
             except RenewalFailedError as exc:
                 failures += 1
                 logger.warning("background renewal failed: %s", exc)

@@ -63,6 +63,9 @@ def test_spacing_is_positive_and_at_most_five_seconds(lifetime: float) -> None:
         pytest.param(-30, POLICY.min_lifetime, id="negative"),
         pytest.param("-30", POLICY.min_lifetime, id="negative-string"),
         pytest.param(10**12, POLICY.max_lifetime, id="huge"),
+        pytest.param(10**400, DEFAULT_LIFETIME, id="beyond-float"),
+        pytest.param("9" * 400, DEFAULT_LIFETIME, id="beyond-float-string"),
+        pytest.param("²", DEFAULT_LIFETIME, id="unicode-digit"),
     ],
 )
 def test_normalise_lifetime(raw: object, expected: float) -> None:
@@ -113,6 +116,7 @@ def test_retry_delay_is_full_jitter_within_the_cap(attempt: int, draw: float) ->
         pytest.param("Thu, 01 Jan 2026 00:00:30 GMT", 30.0, id="http-date"),
         pytest.param("Wed, 31 Dec 2025 23:59:00 GMT", 0.0, id="http-date-past"),
         pytest.param("soon", None, id="garbage"),
+        pytest.param("²", None, id="unicode-digit"),
         pytest.param("", None, id="empty"),
         pytest.param(None, None, id="absent"),
     ],

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._clock import Clock, SystemClock
+from ._fake_chats import ChatWorld, chat_routes
 from ._faults import Fault, FaultPlan
 
 
@@ -117,6 +118,7 @@ class FakeState:
         self.auth_response_hook: Callable[[dict[str, Any]], Any] | None = None
         #: Observers of channel notifications (the message router subscribes here).
         self.publishers: list[Callable[[str, str, Mapping[str, Any] | None, str | None], Any]] = []
+        self.chats = ChatWorld(self)
 
     # Visitors and tokens ----------------------------------------------------------------
 
@@ -180,7 +182,8 @@ class FakeState:
             "visitors": [
                 {"secret": v.secret, "visitor_ids": v.visitor_ids, "revoked": v.revoked}
                 for v in self.visitors.values()
-            ]
+            ],
+            **self.chats.dump(),
         }
 
     def restore(self, data: Mapping[str, Any]) -> None:
@@ -192,6 +195,7 @@ class FakeState:
                 revoked=bool(item.get("revoked", False)),
             )
             self.visitors[identity.secret] = identity
+        self.chats.restore(dict(data))
 
     # Journal ------------------------------------------------------------------------------
 
@@ -329,33 +333,9 @@ def build_app(state: FakeState) -> Starlette:
             payload = hooked
         return JSONResponse(payload)
 
-    async def room(request: Request, info: TokenInfo | None) -> Response:
-        org_id, room_id = request.path_params["org_id"], request.path_params["room_id"]
-        if info is None or info.organization_id != org_id:
-            return drf_error(403, "You do not have permission to perform this action.")
-        return JSONResponse(
-            {
-                "id": room_id,
-                "display_name": "Fake room",
-                "language_code": "en",
-                "is_online": False,
-                "brand": None,
-            }
-        )
-
-    async def visitor_chats(request: Request, info: TokenInfo | None) -> Response:
-        if info is None or info.visitor_id != request.path_params["visitor_id"]:
-            return drf_error(403, "You do not have permission to perform this action.")
-        return JSONResponse({"next": None, "previous": None, "results": []})
-
     routes = [
         Route(AUTH_PATH, endpoint(auth, is_auth=True), methods=["POST"]),
-        Route("/api/v5/public/orgs/{org_id}/rooms/{room_id}", endpoint(room), methods=["GET"]),
-        Route(
-            "/api/v5/public/visitors/{visitor_id}/chats",
-            endpoint(visitor_chats),
-            methods=["GET"],
-        ),
+        *chat_routes(state, state.chats, endpoint),
     ]
     return Starlette(routes=routes)
 

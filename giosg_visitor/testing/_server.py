@@ -23,8 +23,10 @@ import httpx
 import uvicorn
 
 from .._clock import Clock
+from ._bot import ScriptedBot
 from ._fake import FakeState, RecordedRequest, build_app
 from ._faults import Fault, FaultPlan
+from ._router import DropMode, MessageRouter
 
 
 __all__ = ["FakeGiosg"]
@@ -48,8 +50,12 @@ class FakeGiosg:
         organizations: If given, the only organization ids that exist.
         host: Interface to bind (loopback only).
         port: Port to bind (0: a free one).
-        data_file: If given, visitors are loaded from it at start and saved at stop (0600),
-            so a second run of a demo meets the same visitors.
+        data_file: If given, visitors and chats are loaded from it at start and saved at
+            stop (0600), so a second run of a demo meets the same visitors.
+        strict_socket_expiry: The message router closes a socket (code 4401) when a token
+            its subscriptions used expires.
+        heartbeat_interval: SockJS ``h`` frame interval, seconds.
+        page_size: Items per page of every list endpoint.
     """
 
     def __init__(
@@ -62,6 +68,9 @@ class FakeGiosg:
         host: str = "127.0.0.1",
         port: int = 0,
         data_file: str | os.PathLike[str] | None = None,
+        strict_socket_expiry: bool = False,
+        heartbeat_interval: float = 25.0,
+        page_size: int = 50,
     ) -> None:
         self.state = FakeState(
             clock=clock,
@@ -73,6 +82,15 @@ class FakeGiosg:
         self._host = host
         self._port = port
         self._data_file = Path(data_file) if data_file is not None else None
+        self.state.chats.page_size = page_size
+        self.router = MessageRouter(
+            authorize=self._authorize_channel,
+            now=lambda: self.state.clock.monotonic(),
+            token_expiry=self._token_expiry,
+            strict_expiry=strict_socket_expiry,
+            heartbeat_interval=heartbeat_interval,
+        )
+        self.bots: list[ScriptedBot] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -147,6 +165,114 @@ class FakeGiosg:
     async def expire_tokens(self) -> None:
         """Expire every token now."""
         await self.call(self.state.expire_tokens)
+
+    # Message router -------------------------------------------------------------------------
+
+    def _authorize_channel(self, token: str, channel: str) -> bool | str:
+        """The router's permission check: a valid token, and a channel of its visitor/org."""
+        status, info = self.state.token_status(token)
+        if info is None or status != "valid":
+            return f"token {status}"
+        allowed = (
+            f"/api/v5/public/visitors/{info.visitor_id}/",
+            f"/api/v5/public/orgs/{info.organization_id}/rooms/",
+            "/api/v5/public/rooms/",
+        )
+        if channel == f"/api/v5/public/visitors/{info.visitor_id}" or channel.startswith(allowed):
+            return True
+        return "channel not permitted"
+
+    def _token_expiry(self, token: str) -> float | None:
+        info = self.state.tokens.get(token)
+        return info.expires_at if info is not None else None
+
+    async def push(
+        self,
+        channel: str,
+        action: str,
+        resource: dict[str, Any] | None,
+        resource_id: str | None = None,
+    ) -> int:
+        """Push a ``changed`` notification to every subscriber of ``channel``."""
+        return await self.call(lambda: self.router.push(channel, action, resource, resource_id))
+
+    async def drop_sockets(self, mode: DropMode = "reset", *, code: int = 1011) -> int:
+        """Drop every socket: ``"reset"`` (TCP), ``"close"`` (close frame), ``"blackhole"``."""
+        return await self.call(lambda: self.router.drop_all(mode, code=code))
+
+    async def refuse_handshakes(
+        self, status: int | None, *, retry_after: float | None = None, count: int | None = None
+    ) -> None:
+        """Answer the next socket handshakes with ``status`` (``None``: accept again)."""
+        await self.call(
+            lambda: self.router.refuse_handshakes(status, retry_after=retry_after, count=count)
+        )
+
+    # Operators ------------------------------------------------------------------------------
+
+    async def operator_online(
+        self, room_id: str, name: str = "Olivia", *, organization_id: str | None = None
+    ) -> str:
+        """An operator comes online in a room; returns the operator's user id."""
+        org = organization_id or self._only_org()
+        return await self.call(lambda: self.state.chats.operator_online(org, room_id, name))
+
+    async def operator_offline(self, room_id: str, user_id: str) -> None:
+        """An operator goes offline."""
+        await self.call(lambda: self.state.chats.operator_offline(room_id, user_id))
+
+    async def operator_joins(self, chat_id: str, user_id: str) -> None:
+        """An operator joins a chat."""
+        await self.call(lambda: self.state.chats.operator_joins(chat_id, user_id))
+
+    async def operator_typing(self, chat_id: str, user_id: str, typing: bool = True) -> None:
+        """An operator starts (or stops) typing."""
+        await self.call(lambda: self.state.chats.operator_typing(chat_id, user_id, typing))
+
+    async def operator_says(self, chat_id: str, user_id: str, text: str) -> dict[str, Any]:
+        """An operator sends a message; returns the message resource."""
+        return await self.call(lambda: self.state.chats.operator_says(chat_id, user_id, text))
+
+    async def end_chat(self, chat_id: str) -> None:
+        """The operator ends a chat."""
+        await self.call(lambda: self.state.chats.end_chat(chat_id))
+
+    async def chat_ids(self, visitor_id: str) -> list[str]:
+        """The ids of a visitor's chats."""
+        return await self.call(
+            lambda: [
+                c.resource["id"]
+                for c in self.state.chats.chats.values()
+                if c.visitor_id == visitor_id
+            ]
+        )
+
+    async def messages(self, chat_id: str) -> list[dict[str, Any]]:
+        """A chat's messages as stored by the fake (copies)."""
+        return await self.call(lambda: [dict(m) for m in self.state.chats.chats[chat_id].messages])
+
+    async def start_bot(
+        self, room_id: str, *, name: str = "Demo Bot", typing_seconds: float = 0.4
+    ) -> ScriptedBot:
+        """A scripted operator in a room: it comes online, joins new chats, types and answers."""
+        org = self._only_org()
+
+        def create() -> ScriptedBot:
+            bot = ScriptedBot(self.state, org, room_id, name=name, typing_seconds=typing_seconds)
+            self.bots.append(bot)
+            return bot
+
+        return await self.call(create)
+
+    def _only_org(self) -> str:
+        orgs = {info.organization_id for info in self.state.tokens.values()}
+        if self.state.organizations:
+            orgs |= self.state.organizations
+        if len(orgs) != 1:
+            raise ValueError(
+                "pass organization_id: the fake knows several organizations (or none yet)"
+            )
+        return orgs.pop()
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the fake's own loop (or inline when running in-process)."""
@@ -239,9 +365,16 @@ class FakeGiosg:
                     serving.result()
                     raise RuntimeError("uvicorn stopped before it started")
                 await asyncio.sleep(0.005)
+            await self.router.start(host=self._host)
+            self.state.socket_url = self.router.socket_url
+            self.state.publishers.append(self.router.push)
             self._ready.set()
             await self._stop.wait()
         finally:
+            for bot in self.bots:
+                bot.stop()
+            with contextlib.suppress(Exception):
+                await self.router.stop()
             server.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, timeout=5)

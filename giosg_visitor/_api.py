@@ -1,0 +1,285 @@
+"""The visitor's public REST endpoints (A-O of the protocol doc), typed.
+
+Request policy, in one place:
+
+* every call carries the visitor's Bearer token through :class:`~giosg_visitor._auth.VisitorAuth`;
+* idempotent calls (GET, PUT, PATCH to a fixed state) retry transient failures (network,
+  408, 429, 5xx) with full-jitter backoff inside the retry deadline; 429 waits at least
+  ``Retry-After``;
+* a message send is never blindly retried: when its outcome is unknown, the chat layer
+  reconciles by reading the messages back;
+* pagination follows ``next`` as an opaque URL, resolved against the API origin, and only
+  while it stays on that origin (the token never goes elsewhere);
+* every non-2xx becomes a typed error carrying status and DRF body.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Final, final
+
+import httpx
+
+from ._clock import Clock
+from ._http import USER_AGENT, api_error, is_transient, map_http_errors, same_origin
+from ._renewal import RetryPolicy
+from .errors import GiosgError, ProtocolError, RateLimitError, UntrustedEndpointError
+from .models import ChatInfo, Membership, Message, OnlineUser, Room, decode_json_object
+
+
+__all__ = ["MAX_MESSAGE_LENGTH", "VisitorAPI"]
+
+logger = logging.getLogger("giosg_visitor.api")
+
+#: The server's documented limit for a message's text.
+MAX_MESSAGE_LENGTH: Final = 2000
+
+#: Guards against a server whose ``next`` links loop forever.
+_MAX_PAGES: Final = 10_000
+
+
+@final
+class VisitorAPI:
+    """Typed access to the public visitor endpoints for one visitor.
+
+    Args:
+        client: The HTTP client.
+        auth: The visitor's ``httpx.Auth``.
+        base_url: The API origin; paths and ``next`` links are resolved against it.
+        organization_id: The visitor's organization.
+        visitor_id: Returns the current visitor id (it can change on an identity change).
+        clock: Time source for backoff.
+        retry: Retry policy for idempotent calls.
+        rng: Random draws for jitter.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient,
+        auth: httpx.Auth,
+        base_url: httpx.URL,
+        organization_id: str,
+        visitor_id: Callable[[], str],
+        clock: Clock,
+        retry: RetryPolicy,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self._auth = auth
+        self._base_url = base_url
+        self._org = organization_id
+        self._visitor_id = visitor_id
+        self._clock = clock
+        self._retry = retry
+        self._rng = rng
+
+    # Paths ------------------------------------------------------------------------------
+
+    def _room_path(self, room_id: str) -> str:
+        return f"/api/v5/public/orgs/{self._org}/rooms/{_segment(room_id)}"
+
+    def _visitor_path(self) -> str:
+        return f"/api/v5/public/visitors/{self._visitor_id()}"
+
+    def chats_channel(self) -> str:
+        """The real-time channel of this visitor's chats."""
+        return f"{self._visitor_path()}/chats"
+
+    def messages_channel(self, chat_id: str) -> str:
+        """The real-time channel of a chat's messages."""
+        return f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
+
+    def memberships_channel(self, chat_id: str) -> str:
+        """The real-time channel of a chat's memberships (typing, presence)."""
+        return f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
+
+    def room_channel(self, room_id: str) -> str:
+        """The real-time channel of a room (``is_online``)."""
+        return self._room_path(room_id)
+
+    def online_users_channel(self, room_id: str) -> str:
+        """The real-time channel of a room's online operators."""
+        return f"{self._room_path(room_id)}/online_users"
+
+    # Endpoints ----------------------------------------------------------------------------
+
+    async def join_room(self, room_id: str, presence_expires_in: int) -> Mapping[str, Any]:
+        """B: register the visitor in a room with a presence lifetime."""
+        body = {"id": self._visitor_id(), "presence_expires_in": presence_expires_in}
+        # Creating the same room visitor twice answers 200: safe to retry.
+        return await self._json("POST", f"{self._room_path(room_id)}/visitors", body, retry=True)
+
+    async def refresh_presence(self, room_id: str, presence_expires_in: int) -> Mapping[str, Any]:
+        """C: refresh the visitor's presence in a room."""
+        path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}"
+        return await self._json("PATCH", path, {"presence_expires_in": presence_expires_in})
+
+    async def create_chat(self, room_id: str) -> ChatInfo:
+        """D: start a chat in a room (not retried: a retry could start a second chat)."""
+        path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}/chats"
+        data = await self._json("POST", path, {"chat_type": "visitor"}, retry=False)
+        return ChatInfo.from_api(data)
+
+    def list_chats(self) -> AsyncIterator[ChatInfo]:
+        """E: the visitor's chats, following every page."""
+        return self._paginate(f"{self._visitor_path()}/chats", ChatInfo.from_api)
+
+    async def get_chat(self, chat_id: str) -> ChatInfo:
+        """O: one chat."""
+        data = await self._json("GET", f"{self._visitor_path()}/chats/{_segment(chat_id)}")
+        return ChatInfo.from_api(data)
+
+    async def end_chat(self, chat_id: str) -> ChatInfo:
+        """N: end a chat (``is_ended`` is a fixed target state, so retrying is safe)."""
+        path = f"{self._visitor_path()}/chats/{_segment(chat_id)}"
+        return ChatInfo.from_api(await self._json("PATCH", path, {"is_ended": True}))
+
+    def list_messages(self, chat_id: str) -> AsyncIterator[Message]:
+        """F: a chat's messages, following every page."""
+        path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
+        return self._paginate(path, lambda data: Message.from_api(data, chat_id=chat_id))
+
+    async def send_message(self, chat_id: str, body: Mapping[str, Any]) -> Message:
+        """G: send a message. Never retried here (see the module docstring)."""
+        path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
+        data = await self._json("POST", path, body, retry=False)
+        return Message.from_api(data, chat_id=chat_id)
+
+    def list_memberships(self, chat_id: str) -> AsyncIterator[Membership]:
+        """H: a chat's participants."""
+        path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
+        return self._paginate(path, Membership.from_api)
+
+    def list_chat_memberships(self) -> AsyncIterator[Membership]:
+        """I: the visitor's own memberships in all chats."""
+        return self._paginate(f"{self._visitor_path()}/chat_memberships", Membership.from_api)
+
+    async def update_chat_membership(self, chat_id: str, changes: Mapping[str, Any]) -> Membership:
+        """J: typing / window-open status (a full PUT of fixed values: safe to retry)."""
+        path = f"{self._visitor_path()}/chat_memberships/{_segment(chat_id)}"
+        return Membership.from_api(await self._json("PUT", path, changes))
+
+    async def get_room(self, room_id: str) -> Room:
+        """K: a room."""
+        return Room.from_api(await self._json("GET", self._room_path(room_id)))
+
+    async def get_brand(self, room_id: str) -> Mapping[str, Any]:
+        """L: a room's brand (``NotFoundError`` when it has none)."""
+        return await self._json("GET", f"{self._room_path(room_id)}/brand")
+
+    def list_online_users(self, room_id: str) -> AsyncIterator[OnlineUser]:
+        """M: the operators online in a room."""
+        return self._paginate(f"{self._room_path(room_id)}/online_users", OnlineUser.from_api)
+
+    # Machinery --------------------------------------------------------------------------------
+
+    async def _json(
+        self,
+        method: str,
+        path_or_url: str | httpx.URL,
+        body: Mapping[str, Any] | None = None,
+        *,
+        retry: bool | None = None,
+    ) -> dict[str, Any]:
+        """One call: the decoded JSON object of a 2xx, or a typed error."""
+        response = await self._send(method, path_or_url, body, retry=retry)
+        return decode_json_object(response.content, where=f"{method} {response.request.url.path}")
+
+    async def _send(
+        self,
+        method: str,
+        path_or_url: str | httpx.URL,
+        body: Mapping[str, Any] | None,
+        *,
+        retry: bool | None,
+    ) -> httpx.Response:
+        url = self._resolve(path_or_url)
+        idempotent = method in ("GET", "PUT", "PATCH", "DELETE") if retry is None else retry
+        started = self._clock.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return await self._send_once(method, url, body)
+            except GiosgError as exc:
+                if not idempotent or not is_transient(exc):
+                    raise
+                delay = self._retry.delay(attempt, self._rng())
+                if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+                    if exc.retry_after > self._retry.max_retry_after:
+                        raise
+                    delay = max(delay, exc.retry_after)
+                spent = self._clock.monotonic() + delay - started
+                if attempt >= self._retry.max_attempts or spent > self._retry.deadline:
+                    raise
+                logger.info(
+                    "%s %s failed (%s); retry %d in %.2fs",
+                    method,
+                    url.path,
+                    type(exc).__name__,
+                    attempt,
+                    delay,
+                )
+                await self._clock.sleep(delay)
+
+    async def _send_once(
+        self, method: str, url: httpx.URL, body: Mapping[str, Any] | None
+    ) -> httpx.Response:
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        with map_http_errors(f"{method} {url.path}"):
+            response = await self._client.request(
+                method,
+                url,
+                json=body if body is not None else None,
+                headers=headers,
+                auth=self._auth,
+                follow_redirects=False,
+            )
+        if response.is_success:
+            return response
+        if response.is_redirect:
+            raise ProtocolError(f"{method} {url.path}: unexpected redirect; not followed")
+        raise api_error(response, now=self._clock.time())
+
+    def _resolve(self, path_or_url: str | httpx.URL) -> httpx.URL:
+        url = self._base_url.join(path_or_url)
+        if not same_origin(url, self._base_url):
+            raise UntrustedEndpointError(
+                "refusing to send the visitor's token to another origin", url=f"{url.host}"
+            )
+        return url
+
+    async def _paginate(self, path: str, parse: Callable[[Any], Any]) -> AsyncIterator[Any]:
+        url: str | httpx.URL | None = path
+        seen: set[str] = set()
+        pages = 0
+        while url is not None:
+            pages += 1
+            if pages > _MAX_PAGES:
+                raise ProtocolError(f"{path}: more than {_MAX_PAGES} pages; giving up")
+            page = await self._json("GET", url)
+            results = page.get("results")
+            if not isinstance(results, list):
+                raise ProtocolError(f"{path}: page has no 'results' list")
+            for item in results:
+                yield parse(item)
+            nxt = page.get("next")
+            if nxt is not None and not isinstance(nxt, str):
+                raise ProtocolError(f"{path}: 'next' must be a URL string or null")
+            if nxt is not None:
+                if nxt in seen:
+                    raise ProtocolError(f"{path}: pagination loops back to an earlier page")
+                seen.add(nxt)
+            url = nxt
+
+
+def _segment(value: str) -> str:
+    """Validate an id used as one URL path segment (no traversal, no query)."""
+    if not isinstance(value, str) or not value:
+        raise ValueError("ids must be non-empty strings")
+    if any(ch in value for ch in "/?#%\\") or value in (".", ".."):
+        raise ValueError(f"not a valid id: {value!r}")
+    return value

@@ -1,0 +1,86 @@
+"""Real-time channels: the message-router protocol and a self-healing connection.
+
+* :class:`RealtimeProtocol`: the sans-I/O protocol (frames in, events out).
+* :class:`RealtimeConnection`: one socket, kept alive, reconnected and resubscribed;
+  :class:`Subscription` streams a channel's notifications.
+* Events: :class:`Change` (a notification), the markers :class:`Resubscribed` and
+  :class:`Gap` (backfill from REST after either), and the connection events
+  :class:`Connected`, :class:`Disconnected`, :class:`Reconnected`.
+"""
+
+from __future__ import annotations
+
+from ._backoff import (
+    CloseAction as CloseAction,
+    ReconnectPolicy as ReconnectPolicy,
+    classify_close as classify_close,
+    classify_handshake as classify_handshake,
+)
+from ._transport import HandshakeRejectedError as HandshakeRejectedError
+from ._urls import (
+    DEFAULT_ALLOWED_HOSTS as DEFAULT_ALLOWED_HOSTS,
+    socket_endpoint as socket_endpoint,
+)
+from .connection import (
+    ConnectionEvents as ConnectionEvents,
+    ConnectionState as ConnectionState,
+    ConnectionStats as ConnectionStats,
+    RealtimeConnection as RealtimeConnection,
+    Subscription as Subscription,
+)
+from .events import (
+    Change as Change,
+    Closed as Closed,
+    Connected as Connected,
+    ConnectionEvent as ConnectionEvent,
+    Disconnected as Disconnected,
+    Gap as Gap,
+    Heartbeat as Heartbeat,
+    Opened as Opened,
+    ProtocolEvent as ProtocolEvent,
+    Reconnected as Reconnected,
+    Resubscribed as Resubscribed,
+    SubscribeAck as SubscribeAck,
+    SubscribeFailed as SubscribeFailed,
+    SubscriptionEvent as SubscriptionEvent,
+    UnsubscribeAck as UnsubscribeAck,
+)
+from .protocol import (
+    Framing as Framing,
+    ProtocolStats as ProtocolStats,
+    RealtimeProtocol as RealtimeProtocol,
+)
+
+
+__all__ = [
+    "Change",
+    "CloseAction",
+    "Closed",
+    "Connected",
+    "ConnectionEvent",
+    "ConnectionEvents",
+    "ConnectionState",
+    "ConnectionStats",
+    "DEFAULT_ALLOWED_HOSTS",
+    "Disconnected",
+    "Framing",
+    "Gap",
+    "HandshakeRejectedError",
+    "Heartbeat",
+    "Opened",
+    "ProtocolEvent",
+    "ProtocolStats",
+    "RealtimeConnection",
+    "RealtimeProtocol",
+    "ReconnectPolicy",
+    "Reconnected",
+    "Resubscribed",
+    "SubscribeAck",
+    "SubscribeFailed",
+    "Subscription",
+    "SubscriptionEvent",
+    "UnsubscribeAck",
+    "classify_close",
+    "classify_handshake",
+    "socket_endpoint",
+]

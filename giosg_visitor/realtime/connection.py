@@ -1,0 +1,1181 @@
+"""The real-time connection: one socket to the message router, kept alive and resubscribed.
+
+:class:`RealtimeConnection` is the I/O shell around
+:class:`~giosg_visitor.realtime.protocol.RealtimeProtocol`. It owns its background tasks in
+a task group entered with ``async with`` (structured concurrency, nothing outlives it)::
+
+    async with RealtimeConnection(
+        socket_url=auth.socket_url, token_provider=session.fresh_token
+    ) as connection:
+        async with connection.subscribe(channel) as subscription:
+            await subscription.wait_subscribed()
+            async for event in subscription:
+                ...
+
+What it does for you:
+
+* **Pipelined subscriptions.** ``sub`` messages are written by one writer task as soon as
+  they are queued; :meth:`~RealtimeConnection.subscribe_many` sends all of them before the
+  first acknowledgement comes back (one round trip for N channels).
+* **Keepalive.** A ping every ``ping_interval``; no pong within ``ping_timeout`` (in SockJS
+  mode: no pong and no frame at all) drops the socket. In SockJS mode the connection also
+  drops the socket when nothing at all arrives for ``sockjs_idle_timeout``.
+* **Reconnect** with full-jitter backoff (:class:`~giosg_visitor.realtime.ReconnectPolicy`),
+  close codes and refused handshakes classified per ``reliability.md`` T14. Each new
+  socket gets the freshest token from ``token_provider`` and resubscribes every channel in
+  one batch. When a channel that was confirmed before is confirmed again, a
+  :class:`~giosg_visitor.realtime.events.Resubscribed` marker goes into each of its
+  subscriptions: notifications sent while the socket was down are missing there, and the
+  consumer should backfill from the REST API.
+* **Bounded delivery.** Each subscription buffers up to ``max_buffer`` notifications. The
+  read loop never waits for a slow consumer: when a buffer is full, notifications for that
+  subscription are dropped and one :class:`~giosg_visitor.realtime.events.Gap` marker is
+  queued where they would have been (markers never take a notification's slot).
+* **Fatal errors** (an untrusted ``socket_url``, HTTP 404 on the handshake, repeated auth
+  rejections or protocol violations, a session that cannot give a token) stop the
+  connection; they are raised from subscriptions and ``wait_*`` calls. The ``async with``
+  body itself is never interrupted by them.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Final, Self, final
+
+import anyio
+import anyio.lowlevel
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from giosg_visitor._clock import Clock, SystemClock
+from giosg_visitor._redact import redact
+from giosg_visitor._secret import Secret
+from giosg_visitor.errors import (
+    ConnectionClosedError,
+    GiosgError,
+    SessionError,
+    SubscriptionError,
+    UntrustedEndpointError,
+)
+
+from ._backoff import (
+    CloseAction,
+    FailureKind,
+    ReconnectPolicy,
+    ReconnectTracker,
+    Verdict,
+    classify_close,
+    classify_handshake,
+)
+from ._transport import (
+    BinaryFrameError,
+    HandshakeRejectedError,
+    SocketConnection,
+    SocketTransport,
+    WebSocketTransport,
+)
+from ._urls import DEFAULT_ALLOWED_HOSTS, Strategy, socket_endpoint
+from .events import (
+    Change,
+    Closed,
+    Connected,
+    ConnectionEvent,
+    Disconnected,
+    Gap,
+    Opened,
+    ProtocolEvent,
+    Reconnected,
+    Resubscribed,
+    SubscribeAck,
+    SubscribeFailed,
+    SubscriptionEvent,
+)
+from .protocol import ProtocolStats, RealtimeProtocol
+
+
+__all__ = ["ConnectionState", "ConnectionStats", "RealtimeConnection", "Subscription"]
+
+logger = logging.getLogger("giosg_visitor.realtime")
+
+_ABNORMAL_CLOSURE: Final = 1006
+_KEEPALIVE_CLOSE: Final = 1011
+_EVENTS_BUFFER: Final = 256
+
+
+class ConnectionState(enum.Enum):
+    """Where the connection is in its life."""
+
+    #: Opening the first socket.
+    CONNECTING = "connecting"
+    #: A socket is open (in SockJS mode: the session is open).
+    OPEN = "open"
+    #: The socket dropped; waiting or trying to open a new one.
+    RECONNECTING = "reconnecting"
+    #: Closed by the owner or failed for good.
+    CLOSED = "closed"
+
+
+@final
+@attrs.define(kw_only=True)
+class ConnectionStats:
+    """Counters of one :class:`RealtimeConnection` (cumulative across its sockets).
+
+    Attributes:
+        opens: Sockets opened.
+        drops: Sockets lost or attempts failed.
+        binary_frames: Binary frames skipped.
+        dropped_notifications: Notifications dropped because a subscription's buffer was full.
+        unrouted: Notifications for channels nobody is subscribed to.
+        protocol: The protocol's parse counters.
+    """
+
+    opens: int = 0
+    drops: int = 0
+    binary_frames: int = 0
+    dropped_notifications: int = 0
+    unrouted: int = 0
+    protocol: ProtocolStats = attrs.field(factory=ProtocolStats)
+
+
+class _Delivery(enum.Enum):
+    DELIVERED = "delivered"
+    DROPPED = "dropped"
+    #: Dropped, and a new Gap marker was queued.
+    GAP = "gap"
+
+
+@final
+class Subscription:
+    """One consumer's view of a channel: an async iterator of subscription events.
+
+    Yields :class:`~giosg_visitor.realtime.events.Change` notifications and the markers
+    :class:`~giosg_visitor.realtime.events.Resubscribed` and
+    :class:`~giosg_visitor.realtime.events.Gap` (backfill from REST after either). Ends
+    when the subscription or the connection is closed; raises the connection's fatal
+    error, or :class:`~giosg_visitor.errors.SubscriptionError` when the server refused the
+    channel, after the notifications buffered before it.
+
+    The buffer holds ``max_buffer`` notifications. When it is full the read loop does not
+    wait: the notification is dropped (counted in :attr:`dropped`) and a single
+    ``Gap(reason="overflow")`` is queued in its place, so the consumer sees exactly where
+    to backfill. Markers have reserved room and are never dropped.
+
+    Create it with :meth:`RealtimeConnection.subscribe`; close it with :meth:`aclose` or
+    ``async with``.
+    """
+
+    def __init__(self, connection: RealtimeConnection, channel: str, *, max_buffer: int) -> None:
+        self._connection = connection
+        self._channel = channel
+        self._max_buffer = max_buffer
+        # Two slots more than notifications may use: room for markers even when full.
+        send, receive = anyio.create_memory_object_stream[SubscriptionEvent](max_buffer + 2)
+        self._send: MemoryObjectSendStream[SubscriptionEvent] = send
+        self._receive: MemoryObjectReceiveStream[SubscriptionEvent] = receive
+        self._error: BaseException | None = None
+        self._finished = False
+        self._subscribed = False
+        self._last_was_marker = False
+        self._dropped = 0
+        self._pulse = anyio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Subscription channel={self._channel!r} subscribed={self._subscribed}"
+            f" finished={self._finished} buffered={self.buffered}>"
+        )
+
+    @property
+    def channel(self) -> str:
+        """The channel."""
+        return self._channel
+
+    @property
+    def is_subscribed(self) -> bool:
+        """Whether the server has confirmed the channel on the current socket."""
+        return self._subscribed and not self._finished
+
+    @property
+    def buffered(self) -> int:
+        """Items waiting to be read."""
+        return self._send.statistics().current_buffer_used
+
+    @property
+    def dropped(self) -> int:
+        """Notifications dropped because the buffer was full."""
+        return self._dropped
+
+    async def wait_subscribed(self) -> None:
+        """Wait until the server has confirmed the channel on the current socket.
+
+        Raises:
+            SubscriptionError: The server refused the channel.
+            RuntimeError: The subscription was closed.
+            GiosgError: The connection failed for good (its error).
+        """
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._finished:
+                raise RuntimeError("the subscription is closed")
+            if self._subscribed:
+                return
+            await self._pulse.wait()
+
+    async def aclose(self) -> None:
+        """Stop receiving the channel (sends ``unsub`` when nobody else listens to it)."""
+        self._connection._unsubscribe(self)
+        self._finish(None)
+        self._receive.close()
+        await anyio.lowlevel.checkpoint()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SubscriptionEvent:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        # An abandoned subscription must not warn about its internal streams.
+        for stream in (getattr(self, "_send", None), getattr(self, "_receive", None)):
+            if stream is not None:
+                stream.close()
+
+    # Private methods called by the connection (on the read loop: never block).
+
+    def _deliver(self, event: Change) -> _Delivery:
+        if self._finished:
+            return _Delivery.DROPPED
+        if self._send.statistics().current_buffer_used >= self._max_buffer:
+            self._dropped += 1
+            if self._last_was_marker:
+                # The marker at the end of the buffer already covers this notification.
+                return _Delivery.DROPPED
+            self._mark(Gap(channel=self._channel, reason="overflow"))
+            return _Delivery.GAP
+        try:
+            self._send.send_nowait(event)
+        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return _Delivery.DROPPED
+        self._last_was_marker = False
+        return _Delivery.DELIVERED
+
+    def _mark(self, marker: Resubscribed | Gap) -> None:
+        if self._finished:
+            return
+        try:
+            self._send.send_nowait(marker)
+        except anyio.WouldBlock:
+            # Only markers sit beyond the notification slots: this one is implied.
+            pass
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
+        self._last_was_marker = True
+
+    def _set_subscribed(self, value: bool) -> None:
+        self._subscribed = value
+        self._wake()
+
+    def _finish(self, error: BaseException | None) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._subscribed = False
+        if error is not None:
+            self._error = error
+        self._send.close()
+        self._wake()
+
+    def _wake(self) -> None:
+        pulse, self._pulse = self._pulse, anyio.Event()
+        pulse.set()
+
+
+@final
+class ConnectionEvents:
+    """An async iterator of :data:`~giosg_visitor.realtime.events.ConnectionEvent` values.
+
+    Created by :meth:`RealtimeConnection.events`; receives the events emitted after its
+    creation. Bounded: when the consumer falls behind by more than a few hundred events,
+    newer events are dropped (and counted in :attr:`dropped`). Ends when the connection
+    closes or fails. Close it with :meth:`aclose` or ``async with``.
+    """
+
+    def __init__(self, connection: RealtimeConnection, *, max_buffer: int) -> None:
+        self._connection = connection
+        send, receive = anyio.create_memory_object_stream[ConnectionEvent](max_buffer)
+        self._send: MemoryObjectSendStream[ConnectionEvent] = send
+        self._receive: MemoryObjectReceiveStream[ConnectionEvent] = receive
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<ConnectionEvents dropped={self.dropped}>"
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ConnectionEvent:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving events."""
+        self._connection._remove_listener(self)
+        self._send.close()
+        self._receive.close()
+        await anyio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __del__(self) -> None:
+        for stream in (getattr(self, "_send", None), getattr(self, "_receive", None)):
+            if stream is not None:
+                stream.close()
+
+    def _put(self, event: ConnectionEvent) -> None:
+        try:
+            self._send.send_nowait(event)
+        except anyio.WouldBlock:
+            self.dropped += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    def _end(self) -> None:
+        self._send.close()
+
+
+@attrs.define(kw_only=True)
+class _Channel:
+    """Server-side subscription state of one channel (shared by its subscriptions)."""
+
+    name: str
+    subscribers: list[Subscription] = attrs.field(factory=list)
+    #: Query ids of the ``sub`` messages sent for this channel on the current socket.
+    queries: set[int] = attrs.field(factory=set)
+    acked: bool = False
+    confirmed_before: bool = False
+    retried: bool = False
+
+
+@attrs.define(kw_only=True)
+class _Reauth:
+    """One :meth:`RealtimeConnection.reauthorize` call waiting for its answers."""
+
+    done: anyio.Event
+    unsent: int
+    pending: set[int] = attrs.field(factory=set)
+
+    def check(self) -> bool:
+        if self.unsent <= 0 and not self.pending:
+            self.done.set()
+            return True
+        return False
+
+
+@attrs.frozen(kw_only=True)
+class _Op:
+    """Work for the writer task."""
+
+    kind: str  # "sub", "unsub", "reauth" or "retry"
+    channel: str
+    reauth: _Reauth | None = attrs.field(default=None, eq=False)
+    old_token: Secret | None = attrs.field(default=None, eq=False, repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class _Drop:
+    """Why a socket ended (or an attempt failed)."""
+
+    code: int | None
+    reason: str
+    verdict: Verdict
+    error: BaseException | None = None
+    #: Drop the TCP connection instead of a closing handshake (the link is dead).
+    abort: bool = False
+    #: A normal shutdown: the owner is leaving.
+    closing: bool = False
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> _Drop:
+        if isinstance(exc, ConnectionClosedError):
+            return cls(
+                code=exc.code,
+                reason=redact(exc.reason) or str(exc),
+                verdict=classify_close(exc.code),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, HandshakeRejectedError):
+            return cls(
+                code=None,
+                reason=f"handshake refused with HTTP {exc.status_code}",
+                verdict=classify_handshake(exc.status_code, exc.retry_after),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, UntrustedEndpointError | SessionError):
+            return cls(
+                code=None,
+                reason=type(exc).__name__,
+                verdict=Verdict(kind=FailureKind.FATAL),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, GiosgError | OSError):
+            return cls(
+                code=None,
+                reason=str(exc),
+                verdict=Verdict(kind=FailureKind.TRANSIENT),
+                error=exc,
+                abort=True,
+            )
+        return cls(
+            code=None,
+            reason=f"unexpected error: {type(exc).__name__}",
+            verdict=Verdict(kind=FailureKind.FATAL),
+            error=exc,
+            abort=True,
+        )
+
+
+@final
+class RealtimeConnection(anyio.AsyncContextManagerMixin):
+    """A self-healing connection to the Giosg message router.
+
+    Args:
+        socket_url: The auth response's ``socket_url``, or a callable returning the
+            current one (read before every connection attempt).
+        token_provider: Returns the freshest usable access token, renewing first if
+            needed. Called once per batch of ``sub`` messages (each new socket, each
+            :meth:`reauthorize`).
+        renew_token: Called when the server rejected our credential (auth close code,
+            handshake 401/403) to force a renewal before reconnecting. Optional.
+        clock: Time source for backoff and keepalive (``SystemClock`` by default).
+        reconnect: Backoff and escalation numbers.
+        strategy: ``"raw"`` (``<socket_url>/websocket``, default), ``"sockjs"`` (SockJS
+            framing) or ``"as_is"``; see :mod:`giosg_visitor.realtime._urls`.
+        allowed_hosts: Host patterns ``socket_url`` may point to (loopback always allowed).
+        rng: Randomness for jitter and SockJS session ids.
+        open_timeout: Seconds for TCP + TLS + WebSocket handshake.
+        ping_interval: Seconds between keepalive pings (``None`` disables keepalive).
+        ping_timeout: Seconds to wait for the pong.
+        close_timeout: Seconds for a closing handshake before the socket is dropped.
+        sockjs_idle_timeout: In SockJS mode, seconds without any frame (the server sends
+            ``h`` every 25 s) after which the socket is considered dead (``None``: off).
+        max_size: Largest incoming message, bytes (larger: the socket closes with 1009).
+        max_buffer: Notifications buffered per subscription before dropping (see
+            :class:`Subscription`).
+        transport: Opens sockets; :class:`~giosg_visitor.realtime._transport.WebSocketTransport`
+            by default.
+    """
+
+    def __init__(
+        self,
+        *,
+        socket_url: str | Callable[[], str],
+        token_provider: Callable[[], Awaitable[Secret]],
+        renew_token: Callable[[], Awaitable[object]] | None = None,
+        clock: Clock | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        strategy: Strategy = "raw",
+        allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
+        rng: random.Random | None = None,
+        open_timeout: float = 10.0,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float = 20.0,
+        close_timeout: float = 5.0,
+        sockjs_idle_timeout: float | None = 60.0,
+        max_size: int = 2**20,
+        max_buffer: int = 1000,
+        transport: SocketTransport | None = None,
+    ) -> None:
+        if strategy not in ("raw", "sockjs", "as_is"):
+            raise ValueError(f"strategy must be 'raw', 'sockjs' or 'as_is', not {strategy!r}")
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        if isinstance(allowed_hosts, str):
+            raise TypeError("allowed_hosts must be a sequence of host patterns, not a str")
+        self._socket_url = socket_url
+        self._token_provider = token_provider
+        self._renew_token = renew_token
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._tracker = ReconnectTracker(policy=reconnect or ReconnectPolicy())
+        self._strategy: Strategy = strategy
+        self._framing: str = "sockjs" if strategy == "sockjs" else "raw"
+        self._allowed_hosts = tuple(allowed_hosts)
+        self._rng = rng if rng is not None else random.Random()
+        self._open_timeout = open_timeout
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._close_timeout = close_timeout
+        self._sockjs_idle_timeout = sockjs_idle_timeout
+        self._max_size = max_size
+        self._max_buffer = max_buffer
+        self._transport: SocketTransport = (
+            transport if transport is not None else WebSocketTransport(wall_time=self._clock.time)
+        )
+
+        self._state = ConnectionState.CONNECTING
+        self._entered = False
+        self._exited = False
+        self._fatal: BaseException | None = None
+        self._has_opened = False
+        self._channels: dict[str, _Channel] = {}
+        self._outbox: list[_Op] = []
+        self._reauths: list[_Reauth] = []
+        self._listeners: list[ConnectionEvents] = []
+        self._query_tokens: dict[int, Secret] = {}
+        self._next_query = 1
+        self._stats = ConnectionStats()
+        # Per-socket state, valid while a socket is being served.
+        self._is_open = False
+        self._drop: _Drop | None = None
+        self._socket_scope: anyio.CancelScope | None = None
+        self._last_rx = 0.0
+        # Created on entry: anyio events need a running event loop.
+        self._wakeup: anyio.Event | None = None
+        self._state_pulse: anyio.Event | None = None
+        self._rx_pulse: anyio.Event | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"<RealtimeConnection state={self._state.name} channels={len(self._channels)}"
+            f" strategy={self._strategy}>"
+        )
+
+    # Public API.
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current :class:`ConnectionState`."""
+        return self._state
+
+    @property
+    def stats(self) -> ConnectionStats:
+        """Cumulative counters (live object)."""
+        return self._stats
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels currently wanted, in subscription order."""
+        return list(self._channels)
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Subscribe to ``channel`` (non-blocking: the ``sub`` is sent by the writer task).
+
+        Args:
+            channel: The channel, e.g. ``/api/v5/public/visitors/<id>/chats``.
+
+        Returns:
+            The subscription; ``await subscription.wait_subscribed()`` for the server's ack.
+
+        Raises:
+            RuntimeError: The connection is not entered or already closed.
+            GiosgError: The connection failed for good (its error).
+        """
+        return self.subscribe_many([channel])[0]
+
+    def subscribe_many(self, channels: Iterable[str]) -> list[Subscription]:
+        """Subscribe to several channels at once: all ``sub`` messages leave together.
+
+        Args:
+            channels: The channels.
+
+        Returns:
+            One subscription per channel, in order.
+
+        Raises:
+            RuntimeError: The connection is not entered or already closed.
+            GiosgError: The connection failed for good (its error).
+        """
+        if isinstance(channels, str):
+            raise TypeError("channels must be an iterable of channel names, not a str")
+        names = list(channels)
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ValueError("a channel must be a non-empty str")
+        self._check_usable()
+        subscriptions = []
+        for name in names:
+            subscription = Subscription(self, name, max_buffer=self._max_buffer)
+            channel = self._channels.get(name)
+            if channel is None:
+                channel = self._channels[name] = _Channel(name=name)
+                if self._is_open:
+                    self._outbox.append(_Op(kind="sub", channel=name))
+            elif channel.acked:
+                subscription._set_subscribed(True)
+            channel.subscribers.append(subscription)
+            subscriptions.append(subscription)
+        self._wake_writer()
+        return subscriptions
+
+    async def reauthorize(self) -> None:
+        """Send ``sub`` again for every channel, with the freshest token, on this socket.
+
+        Call it after each token renewal, before the old token expires: the server then
+        holds the new token for every subscription (re-subscribing is idempotent). Returns
+        when the server answered every ``sub``, or at once if no socket is open (the next
+        socket uses the freshest token anyway).
+
+        Raises:
+            RuntimeError: The connection is not entered or already closed.
+            GiosgError: The connection failed for good (its error).
+        """
+        self._check_usable()
+        if not self._is_open or not self._channels:
+            await anyio.lowlevel.checkpoint()
+            return
+        reauth = _Reauth(done=anyio.Event(), unsent=len(self._channels))
+        self._reauths.append(reauth)
+        for name in self._channels:
+            self._outbox.append(_Op(kind="reauth", channel=name, reauth=reauth))
+        self._wake_writer()
+        await reauth.done.wait()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def wait_connected(self) -> None:
+        """Wait until a socket is open.
+
+        Raises:
+            ConnectionClosedError: The connection was closed by its owner.
+            GiosgError: The connection failed for good (its error).
+        """
+        if not self._entered:
+            raise RuntimeError("the connection is not open; use 'async with'")
+        while True:
+            if self._fatal is not None:
+                raise self._fatal
+            if self._state is ConnectionState.OPEN:
+                return
+            if self._state is ConnectionState.CLOSED or self._state_pulse is None:
+                raise ConnectionClosedError("the real-time connection is closed")
+            await self._state_pulse.wait()
+
+    def events(self) -> ConnectionEvents:
+        """Return a stream of the connection events emitted from now on.
+
+        Raises:
+            RuntimeError: The connection is not entered or already closed.
+        """
+        if not self._entered or self._exited:
+            raise RuntimeError("the connection is not open; use 'async with'")
+        listener = ConnectionEvents(self, max_buffer=_EVENTS_BUFFER)
+        if self._state is ConnectionState.CLOSED:
+            listener._end()
+        else:
+            self._listeners.append(listener)
+        return listener
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        if self._entered:
+            raise RuntimeError("a RealtimeConnection can be entered only once")
+        self._entered = True
+        self._wakeup = anyio.Event()
+        self._state_pulse = anyio.Event()
+        self._rx_pulse = anyio.Event()
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._run, name="giosg_visitor realtime connection")
+                try:
+                    yield self
+                except BaseException as exc:
+                    # Re-raised below, outside the task group: the owner gets its own
+                    # exception back, never wrapped in an ExceptionGroup.
+                    body_error = exc
+                finally:
+                    task_group.cancel_scope.cancel()
+        finally:
+            self._shutdown()
+        if body_error is not None:
+            raise body_error
+
+    # Connection loop.
+
+    async def _run(self) -> None:
+        try:
+            await self._run_forever()
+        except Exception as exc:
+            # A bug (ours or a provider's): report it through the API, do not crash the
+            # owner's task group.
+            logger.warning("the real-time connection crashed: %s", type(exc).__name__)
+            self._fail(exc, code=None, reason=type(exc).__name__)
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                url = socket_endpoint(
+                    self._current_socket_url(),
+                    strategy=self._strategy,
+                    allowed_hosts=self._allowed_hosts,
+                    rng=self._rng,
+                )
+            except UntrustedEndpointError as exc:
+                self._fail(exc, code=None, reason="untrusted socket_url")
+                return
+            drop = await self._connect_and_serve(url)
+            self._stats.drops += 1
+            decision = self._tracker.failed(
+                self._clock.monotonic(), drop.verdict, self._rng.random()
+            )
+            if decision.action is CloseAction.FAIL:
+                error = drop.error
+                if error is None:
+                    error = ConnectionClosedError(
+                        f"the socket closed with code {drop.code}",
+                        code=drop.code,
+                        reason=drop.reason,
+                    )
+                self._fail(error, code=drop.code, reason=drop.reason)
+                return
+            self._set_state(
+                ConnectionState.RECONNECTING if self._has_opened else ConnectionState.CONNECTING
+            )
+            self._emit(Disconnected(code=drop.code, reason=drop.reason, retry_in=decision.delay))
+            logger.info(
+                "real-time socket lost (code %s, %s); retrying in %.2f s%s",
+                drop.code,
+                drop.reason,
+                decision.delay,
+                " (suspended)" if decision.suspended else "",
+            )
+            if decision.action is CloseAction.RENEW_THEN_RECONNECT and self._renew_token:
+                try:
+                    await self._renew_token()
+                except SessionError as exc:
+                    self._fail(exc, code=drop.code, reason="token renewal failed")
+                    return
+                except GiosgError as exc:
+                    logger.info("token renewal failed (%s); retrying later", type(exc).__name__)
+            await self._clock.sleep(decision.delay)
+
+    async def _connect_and_serve(self, url: str) -> _Drop:
+        try:
+            async with self._transport.connect(
+                url,
+                open_timeout=self._open_timeout,
+                # Keepalive is ours (see _keepalive): faster teardown, SockJS-aware.
+                ping_interval=None,
+                ping_timeout=None,
+                close_timeout=self._close_timeout,
+                max_size=self._max_size,
+            ) as socket:
+                return await self._serve(socket)
+        except (GiosgError, OSError) as exc:
+            return _Drop.from_error(exc)
+
+    async def _serve(self, socket: SocketConnection) -> _Drop:
+        protocol = RealtimeProtocol(
+            framing="sockjs" if self._framing == "sockjs" else "raw",
+            first_query=self._next_query,
+            stats=self._stats.protocol,
+        )
+        self._drop = None
+        self._last_rx = self._clock.monotonic()
+        try:
+            async with anyio.create_task_group() as task_group:
+                self._socket_scope = task_group.cancel_scope
+                if self._framing == "raw":
+                    self._on_open()
+                task_group.start_soon(self._reader, socket, protocol)
+                task_group.start_soon(self._writer, socket, protocol)
+                if self._ping_interval is not None:
+                    task_group.start_soon(self._keepalive, socket, self._ping_interval)
+                if self._framing == "sockjs":
+                    task_group.start_soon(self._await_sockjs_open)
+                    if self._sockjs_idle_timeout is not None:
+                        task_group.start_soon(self._watchdog, self._sockjs_idle_timeout)
+        finally:
+            self._next_query = max(self._next_query, protocol.next_query)
+            self._on_socket_end()
+        drop = self._drop
+        if drop is None:  # pragma: no cover - every task ends through _lost()
+            drop = _Drop(
+                code=_ABNORMAL_CLOSURE,
+                reason="socket ended",
+                verdict=classify_close(_ABNORMAL_CLOSURE),
+            )
+        if drop.abort:
+            await socket.abort()
+        else:
+            await socket.close()
+        return drop
+
+    async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
+        try:
+            while True:
+                try:
+                    text = await socket.recv()
+                except BinaryFrameError:
+                    self._stats.binary_frames += 1
+                    self._touch()
+                    logger.debug("skipped a binary frame")
+                    continue
+                self._touch()
+                protocol.receive_text(text)
+                for event in protocol.events_received():
+                    self._dispatch(event)
+        except (GiosgError, OSError) as exc:
+            self._lost(_Drop.from_error(exc))
+
+    async def _writer(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
+        try:
+            while True:
+                if not self._is_open or not self._outbox:
+                    await self._wait_writer()
+                    continue
+                ops, self._outbox = self._outbox, []
+                await self._apply(ops, protocol)
+                for frame in protocol.data_to_send():
+                    await socket.send(frame)
+        except Exception as exc:
+            self._lost(_Drop.from_error(exc))
+
+    async def _apply(self, ops: list[_Op], protocol: RealtimeProtocol) -> None:
+        token: Secret | None = None
+        if any(op.kind != "unsub" for op in ops):
+            token = await self._token_provider()
+            if not isinstance(token, Secret):
+                raise TypeError("token_provider must return a giosg_visitor Secret")
+        for op in ops:
+            channel = self._channels.get(op.channel)
+            if op.kind == "unsub":
+                if channel is None:
+                    protocol.send_unsubscribe(op.channel)
+                continue
+            assert token is not None
+            if channel is None:
+                if op.reauth is not None:
+                    op.reauth.unsent -= 1
+                    self._check_reauth(op.reauth)
+                continue
+            if op.kind == "retry" and op.old_token == token:
+                # Same token as the refused sub: retrying cannot help.
+                self._refuse(channel, None)
+                continue
+            [query] = protocol.send_subscribe([op.channel], token.reveal())
+            channel.queries.add(query)
+            self._query_tokens[query] = token
+            if op.reauth is not None:
+                op.reauth.unsent -= 1
+                op.reauth.pending.add(query)
+
+    async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
+        while True:
+            await self._clock.sleep(interval)
+            if not await self._await_pong(socket):
+                self._lost(
+                    _Drop(
+                        code=_KEEPALIVE_CLOSE,
+                        reason="keepalive ping timeout",
+                        verdict=classify_close(_KEEPALIVE_CLOSE),
+                        abort=True,
+                    )
+                )
+                return
+
+    async def _await_pong(self, socket: SocketConnection) -> bool:
+        alive = False
+        rx_pulse = self._rx_pulse = anyio.Event()
+        async with anyio.create_task_group() as race:
+
+            async def ping() -> None:
+                nonlocal alive
+                try:
+                    await socket.ping()
+                except (GiosgError, OSError) as exc:
+                    self._lost(_Drop.from_error(exc))
+                else:
+                    alive = True
+                race.cancel_scope.cancel()
+
+            async def any_frame() -> None:
+                nonlocal alive
+                await rx_pulse.wait()
+                alive = True
+                race.cancel_scope.cancel()
+
+            race.start_soon(ping)
+            if self._framing == "sockjs":
+                race.start_soon(any_frame)
+            await self._clock.sleep(self._ping_timeout)
+            race.cancel_scope.cancel()
+        return alive
+
+    async def _await_sockjs_open(self) -> None:
+        # The WebSocket is up, but a SockJS session only starts with its ``o`` frame.
+        await self._clock.sleep(self._open_timeout)
+        if not self._is_open:
+            self._lost(
+                _Drop(
+                    code=_ABNORMAL_CLOSURE,
+                    reason="no SockJS open frame",
+                    verdict=Verdict(kind=FailureKind.PROTOCOL),
+                    abort=True,
+                )
+            )
+
+    async def _watchdog(self, idle_timeout: float) -> None:
+        while True:
+            remaining = self._last_rx + idle_timeout - self._clock.monotonic()
+            if remaining <= 0:
+                self._lost(
+                    _Drop(
+                        code=_ABNORMAL_CLOSURE,
+                        reason="no SockJS frame or heartbeat received",
+                        verdict=classify_close(_ABNORMAL_CLOSURE),
+                        abort=True,
+                    )
+                )
+                return
+            await self._clock.sleep(remaining)
+
+    # Event handling (runs on the read loop: never awaits).
+
+    def _dispatch(self, event: ProtocolEvent) -> None:
+        if isinstance(event, Change):
+            channel = self._channels.get(event.channel)
+            if channel is None:
+                self._stats.unrouted += 1
+                return
+            for subscription in channel.subscribers:
+                outcome = subscription._deliver(event)
+                if outcome is not _Delivery.DELIVERED:
+                    self._stats.dropped_notifications += 1
+                if outcome is _Delivery.GAP:
+                    self._emit(Gap(channel=channel.name, reason="overflow"))
+        elif isinstance(event, SubscribeAck):
+            self._on_ack(event)
+        elif isinstance(event, SubscribeFailed):
+            self._on_refused(event)
+        elif isinstance(event, Opened):
+            if not self._is_open:
+                self._on_open()
+        elif isinstance(event, Closed):
+            self._lost(
+                _Drop(
+                    code=event.code,
+                    reason=redact(event.reason),
+                    verdict=classify_close(event.code),
+                )
+            )
+        # Heartbeat and UnsubscribeAck need nothing beyond _touch().
+
+    def _on_ack(self, event: SubscribeAck) -> None:
+        self._query_tokens.pop(event.query, None)
+        self._answer_reauth(event.query)
+        channel = self._channels.get(event.channel)
+        if channel is None or event.query not in channel.queries:
+            return
+        self._tracker.authorized()
+        if channel.acked:
+            return
+        channel.acked = True
+        channel.retried = False
+        for subscription in channel.subscribers:
+            if channel.confirmed_before:
+                subscription._mark(Resubscribed(channel=channel.name))
+            subscription._set_subscribed(True)
+        channel.confirmed_before = True
+
+    def _on_refused(self, event: SubscribeFailed) -> None:
+        token = self._query_tokens.pop(event.query, None)
+        self._answer_reauth(event.query)
+        channel = self._channels.get(event.channel)
+        if channel is None or event.query not in channel.queries:
+            return
+        if not channel.retried and token is not None:
+            # The token may have expired in flight: retry once if a fresher one exists.
+            channel.retried = True
+            self._outbox.append(_Op(kind="retry", channel=channel.name, old_token=token))
+            self._wake_writer()
+            return
+        self._refuse(channel, event.reason)
+
+    def _refuse(self, channel: _Channel, reason: str | None) -> None:
+        detail = f": {redact(reason)}" if reason else ""
+        error = SubscriptionError(
+            f"the server refused the subscription to {channel.name!r}{detail}",
+            channel=channel.name,
+        )
+        self._channels.pop(channel.name, None)
+        for subscription in channel.subscribers:
+            subscription._finish(error)
+        logger.info("subscription refused for channel %r", channel.name)
+
+    def _answer_reauth(self, query: int) -> None:
+        for reauth in list(self._reauths):
+            if query in reauth.pending:
+                reauth.pending.discard(query)
+                self._check_reauth(reauth)
+
+    def _check_reauth(self, reauth: _Reauth) -> None:
+        if reauth.check() and reauth in self._reauths:
+            self._reauths.remove(reauth)
+
+    # State changes.
+
+    def _on_open(self) -> None:
+        self._is_open = True
+        self._stats.opens += 1
+        self._tracker.connected(self._clock.monotonic())
+        self._set_state(ConnectionState.OPEN)
+        self._emit(Reconnected() if self._has_opened else Connected())
+        if self._has_opened:
+            logger.info("real-time socket reopened; resubscribing %d channels", len(self._channels))
+        self._has_opened = True
+        # A new socket has no subscriptions: (re)subscribe everything in one batch.
+        self._outbox = [_Op(kind="sub", channel=name) for name in self._channels]
+        for channel in self._channels.values():
+            channel.acked = False
+            channel.retried = False
+            channel.queries.clear()
+        self._wake_writer()
+
+    def _on_socket_end(self) -> None:
+        self._is_open = False
+        self._socket_scope = None
+        self._outbox = []
+        self._query_tokens.clear()
+        for channel in self._channels.values():
+            channel.acked = False
+            channel.queries.clear()
+            for subscription in channel.subscribers:
+                subscription._set_subscribed(False)
+        # The next socket subscribes with the freshest token anyway.
+        for reauth in self._reauths:
+            reauth.done.set()
+        self._reauths.clear()
+
+    def _lost(self, drop: _Drop) -> None:
+        if self._drop is None:
+            self._drop = drop
+        if self._socket_scope is not None:
+            self._socket_scope.cancel()
+
+    def _touch(self) -> None:
+        self._last_rx = self._clock.monotonic()
+        if self._rx_pulse is not None:
+            self._rx_pulse.set()
+
+    def _fail(self, error: BaseException, *, code: int | None, reason: str) -> None:
+        if self._fatal is not None or self._exited:
+            return
+        self._fatal = error
+        logger.warning(
+            "the real-time connection failed for good: %s: %s",
+            type(error).__name__,
+            redact(str(error)),
+        )
+        self._emit(Disconnected(code=code, reason=reason, retry_in=None))
+        self._set_state(ConnectionState.CLOSED)
+        for channel in self._channels.values():
+            for subscription in channel.subscribers:
+                subscription._finish(error)
+        self._channels.clear()
+        for reauth in self._reauths:
+            reauth.done.set()
+        self._reauths.clear()
+        for listener in self._listeners:
+            listener._end()
+        self._listeners.clear()
+
+    def _shutdown(self) -> None:
+        self._exited = True
+        self._is_open = False
+        self._set_state(ConnectionState.CLOSED)
+        for channel in self._channels.values():
+            for subscription in channel.subscribers:
+                subscription._finish(None)
+                subscription._receive.close()
+        self._channels.clear()
+        for reauth in self._reauths:
+            reauth.done.set()
+        self._reauths.clear()
+        for listener in self._listeners:
+            listener._end()
+        self._listeners.clear()
+
+    def _set_state(self, state: ConnectionState) -> None:
+        if state is self._state:
+            return
+        self._state = state
+        if self._state_pulse is not None:
+            pulse, self._state_pulse = self._state_pulse, anyio.Event()
+            pulse.set()
+
+    def _emit(self, event: ConnectionEvent) -> None:
+        for listener in self._listeners:
+            listener._put(event)
+
+    # Helpers.
+
+    def _check_usable(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if not self._entered or self._exited:
+            raise RuntimeError("the connection is not open; use 'async with'")
+
+    def _current_socket_url(self) -> str:
+        source = self._socket_url
+        return source if isinstance(source, str) else source()
+
+    def _wake_writer(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def _wait_writer(self) -> None:
+        assert self._wakeup is not None
+        await self._wakeup.wait()
+        self._wakeup = anyio.Event()
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        channel = self._channels.get(subscription.channel)
+        if channel is None or subscription not in channel.subscribers:
+            return
+        channel.subscribers.remove(subscription)
+        if channel.subscribers:
+            return
+        del self._channels[channel.name]
+        if self._is_open and channel.queries:
+            self._outbox.append(_Op(kind="unsub", channel=channel.name))
+            self._wake_writer()
+
+    def _remove_listener(self, listener: ConnectionEvents) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
