@@ -456,6 +456,11 @@ class Visitor:
         """Keep every known Chat's live state (is_ended, is_waiting, counters) current."""
         api = self._require_api()
         async with connection.subscribe(api.chats_channel()) as subscription:
+            # Entering the visitor returns once the socket is open and accepted our token
+            # (or after the open timeout: the connection keeps retrying in the background).
+            # A fatal socket error (untrusted socket_url, ...) fails the start.
+            with anyio.move_on_after(self._timeouts.socket_open):
+                await subscription.wait_subscribed()
             task_status.started()
             async for event in subscription:
                 if isinstance(event, Resubscribed | Gap):

@@ -31,6 +31,8 @@ class VirtualWorld:
     def visitor(self, **kwargs: Any) -> Visitor:
         kwargs.setdefault("clock", self.clock)
         kwargs.setdefault("http_client", self.client)
+        # In-process (ASGI) mode has no message router to connect to.
+        kwargs.setdefault("realtime", False)
         return Visitor(ORG_ID, base_url=self.giosg.base_url, **kwargs)
 
     async def get_chats(self, visitor: Visitor) -> httpx.Response:

@@ -252,10 +252,15 @@ class FakeGiosg:
         return await self.call(lambda: [dict(m) for m in self.state.chats.chats[chat_id].messages])
 
     async def start_bot(
-        self, room_id: str, *, name: str = "Demo Bot", typing_seconds: float = 0.4
+        self,
+        room_id: str,
+        *,
+        name: str = "Demo Bot",
+        typing_seconds: float = 0.4,
+        organization_id: str | None = None,
     ) -> ScriptedBot:
         """A scripted operator in a room: it comes online, joins new chats, types and answers."""
-        org = self._only_org()
+        org = organization_id or self._only_org()
 
         def create() -> ScriptedBot:
             bot = ScriptedBot(self.state, org, room_id, name=name, typing_seconds=typing_seconds)

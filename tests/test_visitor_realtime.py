@@ -1,0 +1,118 @@
+"""The visitor's socket against FakeGiosg's message router (both backends)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from giosg_visitor import (
+    Change,
+    ConnectionState,
+    SubscriptionError,
+    UntrustedEndpointError,
+    Visitor,
+)
+from giosg_visitor.testing import FakeGiosg
+
+from ._helpers import ORG_ID
+
+
+ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
+
+
+async def test_entering_opens_the_socket(giosg: FakeGiosg) -> None:
+    """After `async with`, the socket is open and the visitor's chats channel confirmed."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        assert visitor.realtime.state is ConnectionState.OPEN
+        subs = giosg.router.subs
+        assert [f.channel for f in subs] == [f"/api/v5/public/visitors/{visitor.visitor_id}/chats"]
+
+
+async def test_raw_subscription_receives_pushed_changes(giosg: FakeGiosg) -> None:
+    """visitor.subscribe() streams typed Change events for a channel."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        channel = f"/api/v5/public/orgs/{ORG_ID}/rooms/{ROOM_ID}"
+        async with visitor.subscribe(channel) as subscription:
+            await subscription.wait_subscribed()
+            await giosg.push(channel, "changed", {"id": ROOM_ID, "is_online": True})
+            with anyio.fail_after(5):
+                event = await anext(subscription)
+        assert isinstance(event, Change)
+        assert (event.channel, event.action, event.resource_id) == (channel, "changed", ROOM_ID)
+        assert event.resource == {"id": ROOM_ID, "is_online": True}
+
+
+async def test_foreign_channel_is_refused(giosg: FakeGiosg) -> None:
+    """Subscribing to another visitor's channel fails with SubscriptionError naming it."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        channel = "/api/v5/public/visitors/0123456789abcdef0123456789abcdef/chats"
+        async with visitor.subscribe(channel) as subscription:
+            with anyio.fail_after(5), pytest.raises(SubscriptionError) as info:
+                await subscription.wait_subscribed()
+        assert info.value.channel == channel
+
+
+async def test_renewal_while_connected_never_shows_an_expired_token() -> None:
+    """With 3 s tokens and a strict router, 8 s connected: zero expired-token rejections."""
+    channel = f"/api/v5/public/orgs/{ORG_ID}/rooms/{ROOM_ID}/online_users"
+    received = 0
+    async with (
+        FakeGiosg(token_lifetime=3, strict_socket_expiry=True) as giosg,
+        Visitor(ORG_ID, base_url=giosg.base_url) as visitor,
+        visitor.subscribe(channel) as subscription,
+    ):
+        await subscription.wait_subscribed()
+        with anyio.move_on_after(8):
+            while True:
+                await giosg.push(channel, "added", {"id": f"u{received}"})
+                with anyio.fail_after(5):
+                    event = await anext(subscription)
+                if isinstance(event, Change):
+                    received += 1
+                await anyio.sleep(0.2)
+        assert received >= 20
+        assert giosg.router.expiry_closes == 0
+        assert giosg.router.expired_token_subs == []
+        assert len(giosg.auth_requests) >= 4  # renewed at least three times
+        assert giosg.expired_token_requests == []
+
+
+async def test_sockjs_framing_end_to_end() -> None:
+    """With socket_strategy="sockjs" the same chat works over SockJS frames."""
+    async with (
+        FakeGiosg(heartbeat_interval=0.5) as giosg,
+        Visitor(ORG_ID, base_url=giosg.base_url, socket_strategy="sockjs") as visitor,
+    ):
+        operator = await giosg.operator_online(ROOM_ID)
+        chat = await visitor.start_chat(ROOM_ID)
+        await giosg.operator_says(chat.id, operator, "over sockjs")
+        with anyio.fail_after(5):
+            async with chat.messages() as stream:
+                async for message in stream:
+                    if message.message == "over sockjs":
+                        break
+        await anyio.sleep(1.2)  # a couple of SockJS heartbeats pass without harm
+        assert visitor.realtime.state is ConnectionState.OPEN
+        assert [client.framing for client in giosg.router.clients] == ["sockjs"]
+
+
+async def test_untrusted_socket_url_is_refused_before_connecting(giosg: FakeGiosg) -> None:
+    """A socket_url off the allowlist fails the start; no socket is opened anywhere."""
+    giosg.state.auth_response_hook = lambda p: {
+        **p,
+        "socket_url": "https://messagerouter.giosg.com.evil.example/003/2/router",
+    }
+    with pytest.raises(UntrustedEndpointError):
+        async with Visitor(ORG_ID, base_url=giosg.base_url):
+            pass
+    assert giosg.router.handshakes == 0
+
+
+async def test_realtime_can_be_disabled(giosg: FakeGiosg) -> None:
+    """realtime=False opens no socket; live APIs say so clearly."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url, realtime=False) as visitor:
+        with pytest.raises(RuntimeError, match="realtime=False"):
+            visitor.subscribe("/x")
+        chat = await visitor.start_chat(ROOM_ID)
+        await chat.send("REST still works")
+    assert giosg.router.handshakes == 0
