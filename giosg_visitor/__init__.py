@@ -62,6 +62,7 @@ from .realtime import (
     Resubscribed as Resubscribed,
     Subscription as Subscription,
 )
+from .pool import VisitorPool as VisitorPool
 from .rooms import OnlineOperators as OnlineOperators
 from .stores import (
     FileStore as FileStore,
@@ -134,6 +135,7 @@ __all__ = [
     "UnsupportedGrantTypeError",
     "UntrustedEndpointError",
     "Visitor",
+    "VisitorPool",
     "VisitorRecord",
     "__version__",
 ]

@@ -113,6 +113,9 @@ class FakeState:
         self.visitors: dict[str, VisitorIdentity] = {}
         self.tokens: dict[str, TokenInfo] = {}
         self.requests: list[RecordedRequest] = []
+        #: Auth requests being processed right now, and the most there ever were at once.
+        self.auth_in_flight = 0
+        self.max_auth_in_flight = 0
         self.faults = FaultPlan()
         #: Applied to every auth response body before it is sent (bad-input tests).
         self.auth_response_hook: Callable[[dict[str, Any]], Any] | None = None
@@ -259,8 +262,15 @@ def build_app(state: FakeState) -> Starlette:
             info: TokenInfo | None = None
             if not is_auth:
                 token_status, info = state.token_status(_bearer(request))
-            if fault is not None and fault.latency:
-                await state.clock.sleep(fault.latency)
+            if is_auth:
+                state.auth_in_flight += 1
+                state.max_auth_in_flight = max(state.max_auth_in_flight, state.auth_in_flight)
+            try:
+                if fault is not None and fault.latency:
+                    await state.clock.sleep(fault.latency)
+            finally:
+                if is_auth:
+                    state.auth_in_flight -= 1
             response: Response
             if fault is not None and not fault.after_processing and (fault.reset or fault.status):
                 response = _fault_response(fault)
