@@ -53,6 +53,7 @@ from .models import (
     StoredToken as StoredToken,
     VisitorRecord as VisitorRecord,
 )
+from .pool import VisitorPool as VisitorPool
 from .realtime import (
     Change as Change,
     ConnectionState as ConnectionState,
@@ -62,7 +63,6 @@ from .realtime import (
     Resubscribed as Resubscribed,
     Subscription as Subscription,
 )
-from .pool import VisitorPool as VisitorPool
 from .rooms import OnlineOperators as OnlineOperators
 from .stores import (
     FileStore as FileStore,

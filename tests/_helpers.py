@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import attrs
 import httpx
 
@@ -53,3 +54,10 @@ async def get_chats(giosg: FakeGiosg, visitor: Visitor) -> httpx.Response:
     """GET the visitor's chat list with the visitor's auth (over real sockets)."""
     url = f"{giosg.base_url}/api/v5/public/visitors/{visitor.visitor_id}/chats"
     return await visitor.http_client.get(url, auth=visitor.auth)
+
+
+async def wait_until(predicate: Callable[[], bool], *, seconds: float = 10.0) -> None:
+    """Poll ``predicate`` until true (for state owned by the fake's own thread)."""
+    with anyio.fail_after(seconds):
+        while not predicate():  # noqa: ASYNC110 - no event can cross the fake's thread
+            await anyio.sleep(0.02)

@@ -9,7 +9,7 @@ from giosg_visitor import MemoryStore, SessionState
 from giosg_visitor.pool import VisitorPool
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import ORG_ID, get_chats, virtual_world
+from ._helpers import ORG_ID, get_chats, virtual_world, wait_until
 
 
 ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
@@ -62,7 +62,7 @@ async def test_concurrent_gets_of_one_key_share_one_visitor(giosg: FakeGiosg) ->
 async def test_restart_resumes_the_same_visitors(giosg: FakeGiosg) -> None:
     """A new pool on the same store resumes every visitor: no new visitor is created."""
     store = MemoryStore()
-    ids = {}
+    ids: dict[str, str] = {}
     for _ in range(2):
         async with VisitorPool(ORG_ID, store=store, base_url=giosg.base_url) as pool:
             for key in ("a", "b", "c"):
@@ -102,9 +102,7 @@ async def test_pooled_visitors_with_sockets_reconnect_after_a_server_drop(giosg:
         visitors = [await pool.get(f"u{n}") for n in range(20)]
         assert giosg.router.handshakes == 20
         await giosg.drop_sockets("reset")
-        with anyio.fail_after(20):
-            while giosg.router.handshakes < 40:
-                await anyio.sleep(0.05)
+        await wait_until(lambda: giosg.router.handshakes >= 40, seconds=20)
         chat = await visitors[7].start_chat(ROOM_ID)
         await chat.send("still here")
 
