@@ -20,6 +20,7 @@ from .errors import (
     TransportError,
 )
 from .models import ChatInfo, Membership, Message
+from .notebook import Transcript
 from .realtime.events import Change
 
 
@@ -209,6 +210,17 @@ class Chat:
 
     # Members and typing -----------------------------------------------------------------------
 
+    async def transcript(self, *, title: str | None = None) -> Transcript:
+        """The history as a :class:`~giosg_visitor.notebook.Transcript`.
+
+        In Jupyter, ``await chat.transcript()`` as a cell's last line shows it as HTML.
+
+        Args:
+            title: The heading (default: ``"Chat <id>"``).
+        """
+        history = await self.history()
+        return Transcript(history, title=f"Chat {self.id}" if title is None else title)
+
     async def members(self) -> list[Membership]:
         """The chat's participants (visitor and operators)."""
         return [m async for m in self._api.list_memberships(self.id)]
@@ -301,6 +313,7 @@ class MessageStream(_ChannelStream):
         self._include_history = include_history
         self._pending: deque[Message] = deque()
         self._seen: set[str] = set()
+        self._backfill_due = False
 
     async def _on_start(self) -> None:
         backlog = await self._chat._backfill(self._seen)
@@ -310,6 +323,11 @@ class MessageStream(_ChannelStream):
     async def __anext__(self) -> Message:
         subscription = await self._ensure_started()
         while True:
+            if self._backfill_due:
+                # Cleared only after it succeeded: a backfill cut short by a caller's
+                # timeout is redone on the next call, never lost with its marker.
+                self._pending.extend(await self._chat._backfill(self._seen))
+                self._backfill_due = False
             if self._pending:
                 return self._pending.popleft()
             event = await anext(subscription)
@@ -320,7 +338,7 @@ class MessageStream(_ChannelStream):
                     return live
             else:
                 # Resubscribed or Gap: notifications may be missing, read them back.
-                self._pending.extend(await self._chat._backfill(self._seen))
+                self._backfill_due = True
 
 
 @final
@@ -331,6 +349,7 @@ class MemberStream(_ChannelStream):
         super().__init__(chat, chat._api.memberships_channel(chat.id))
         self._known: dict[str, dict[str, Any]] = {}
         self._pending: deque[Membership] = deque()
+        self._resync_due = False
 
     async def _on_start(self) -> None:
         await self._resync()
@@ -343,6 +362,9 @@ class MemberStream(_ChannelStream):
     async def __anext__(self) -> Membership:
         subscription = await self._ensure_started()
         while True:
+            if self._resync_due:
+                await self._resync()  # redone if a caller's timeout cut it short
+                self._resync_due = False
             if self._pending:
                 return self._pending.popleft()
             event = await anext(subscription)
@@ -351,7 +373,7 @@ class MemberStream(_ChannelStream):
                 if merged is not None:
                     return merged
             else:
-                await self._resync()
+                self._resync_due = True
 
 
 def _in_order(messages: list[Message]) -> list[Message]:

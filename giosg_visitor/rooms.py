@@ -38,6 +38,7 @@ class OnlineOperators:
         self._realtime = realtime
         self._subscription: Subscription | None = None
         self._users: dict[str, OnlineUser] = {}
+        self._resync_due = False
 
     @property
     def current(self) -> list[OnlineUser]:
@@ -75,9 +76,15 @@ class OnlineOperators:
     async def __anext__(self) -> list[OnlineUser]:
         if self._subscription is None:
             raise RuntimeError("use `async with visitor.online_operators(room_id)` first")
+        if self._resync_due:
+            await self._resync()  # redone if a caller's timeout cut it short
+            self._resync_due = False
+            return self.current
         async for event in self._subscription:
             if isinstance(event, Resubscribed | Gap):
+                self._resync_due = True
                 await self._resync()
+                self._resync_due = False
                 return self.current
             if self._apply(event):
                 return self.current

@@ -250,3 +250,24 @@ async def test_unknown_chat_is_not_found(giosg: FakeGiosg) -> None:
     async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
         with pytest.raises(NotFoundError):
             await visitor.chat("58f5055c-56e0-11e5-9354-6c4008c08dfe")
+
+
+async def test_a_timeout_during_backfill_loses_nothing(giosg: FakeGiosg) -> None:
+    """A caller's timeout that cuts a post-reconnect backfill short does not lose messages."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url, reconnect=FAST_RECONNECT) as visitor:
+        operator = await giosg.operator_online(ROOM_ID)
+        chat = await visitor.start_chat(ROOM_ID)
+        async with chat.messages() as stream:
+            giosg.inject(endpoint="api", latency=1.5, path_contains="/messages")
+            await giosg.drop_sockets("reset")
+            await giosg.operator_says(chat.id, operator, "said while disconnected")
+            with anyio.move_on_after(0.8):
+                await anext(stream)  # stuck in the slow backfill, then cancelled
+            texts = []
+            with anyio.fail_after(10):
+                while "said while disconnected" not in texts:
+                    texts.append((await anext(stream)).message)
+            await giosg.operator_says(chat.id, operator, "said later")
+            with anyio.fail_after(10):
+                assert (await anext(stream)).message == "said later"
+        assert texts.count("said while disconnected") == 1
