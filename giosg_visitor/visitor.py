@@ -18,6 +18,7 @@ import httpx
 from ._api import VisitorAPI
 from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
 from ._clock import Clock, SystemClock
+from ._host import spawn_root_task
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._secret import Secret
@@ -146,6 +147,10 @@ class Visitor:
         self._stack: AsyncExitStack | None = None
         self._entered = False
         self._closed = False
+        # Set when started with start() (a root host task owns the `async with`).
+        self._host_stop: anyio.Event | None = None
+        self._host_done: anyio.Event | None = None
+        self._host_error: BaseException | None = None
 
     # Properties ---------------------------------------------------------------------------
 
@@ -289,10 +294,62 @@ class Visitor:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        await self._close_here()
+
+    async def start(self) -> Self:
+        """Start without an ``async with`` block, for notebooks and REPLs.
+
+        A notebook runs each cell as its own task, and an ``async with`` entered in one
+        cell cannot be left in another. ``start()`` hands the visitor's lifetime to a
+        host task of the running loop instead; :meth:`aclose` ends it from any task.
+
+        Example:
+            >>> visitor = await Visitor(ORG_ID).start()   # one cell
+            >>> await visitor.aclose()                    # a later cell
+
+        Returns:
+            The started visitor.
+
+        Raises:
+            GiosgError: Starting failed (as for ``async with``).
+        """
+        if self._entered or self._host_stop is not None:
+            raise RuntimeError("a Visitor can be started only once; create a new one")
+        ready, stop, done = anyio.Event(), anyio.Event(), anyio.Event()
+        self._host_stop, self._host_done = stop, done
+
+        async def host() -> None:
+            try:
+                async with self:
+                    ready.set()
+                    await stop.wait()
+            except BaseException as exc:  # reported to start() or aclose(); never lost
+                self._host_error = exc
+            finally:
+                ready.set()
+                done.set()
+
+        spawn_root_task(host)
+        await ready.wait()
+        if self._host_error is not None:
+            raise self._host_error
+        return self
 
     async def aclose(self) -> None:
-        """Stop background work and release resources. Safe to call twice."""
+        """Stop background work and release resources. Safe to call twice.
+
+        Works from any task for a visitor started with :meth:`start`.
+        """
+        if self._host_stop is not None and self._host_done is not None:
+            self._host_stop.set()
+            await self._host_done.wait()
+            error, self._host_error = self._host_error, None
+            if error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
+                raise error
+            return
+        await self._close_here()
+
+    async def _close_here(self) -> None:
         if self._closed:
             return
         self._closed = True
