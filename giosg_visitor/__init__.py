@@ -67,6 +67,7 @@ from .rooms import OnlineOperators as OnlineOperators
 from .stores import (
     FileStore as FileStore,
     MemoryStore as MemoryStore,
+    RedisStore as RedisStore,
     SQLiteStore as SQLiteStore,
     Store as Store,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "RateLimitError",
     "RealtimeError",
     "ReconnectPolicy",
+    "RedisStore",
     "RenewalFailedError",
     "RenewalPolicy",
     "Resubscribed",

@@ -34,6 +34,7 @@ from .errors import (
     RateLimitError,
     RenewalFailedError,
     SessionExpiredError,
+    TransportTimeoutError,
 )
 from .models import (
     AuthSession,
@@ -48,6 +49,9 @@ from .stores.base import Store
 __all__ = ["SessionState", "Token", "VisitorAuth", "VisitorSession"]
 
 logger = logging.getLogger("giosg_visitor.auth")
+
+#: How long an auth call plus the save of its answer may hold off cancellation.
+_AUTH_SHIELD_SECONDS: Final = 60.0
 
 #: Auth statuses that mean "this secret is not (or no longer) valid" when one was sent.
 _INVALID_SECRET_STATUSES: Final = frozenset({400, 401, 403, 404})
@@ -332,6 +336,23 @@ class VisitorSession:
                 return token
 
     async def _authenticate(self, record: VisitorRecord | None, secret: Secret | None) -> Token:
+        """Call auth and persist the answer, shielded from cancellation for a bounded time.
+
+        A token (or a rotated secret) the server has issued must reach the store even if
+        the visitor is being closed meanwhile; otherwise the next process renews again, or
+        worse, a rotated secret is lost.
+        """
+        token: Token | None = None
+        with anyio.CancelScope(shield=True) as scope:
+            scope.deadline = anyio.current_time() + _AUTH_SHIELD_SECONDS
+            token = await self._authenticate_and_save(record, secret)
+        if token is None:
+            raise TransportTimeoutError(f"auth did not finish within {_AUTH_SHIELD_SECONDS:g} s")
+        return token
+
+    async def _authenticate_and_save(
+        self, record: VisitorRecord | None, secret: Secret | None
+    ) -> Token:
         issued_at = self._clock.monotonic()
         wall = self._clock.time()
         auth = await self._post_auth(secret)
@@ -420,7 +441,10 @@ class VisitorSession:
         """A token another process stored after ours, still fresh: use it, skip auth."""
         session = record.sessions.get(self.organization_id)
         current = self._token
-        if session is None or current is None or session.access_token == current.access_token:
+        if current is None:
+            # Starting while another process authenticated: its stored token will do.
+            return self._restorable(record)
+        if session is None or session.access_token == current.access_token:
             return None
         remaining = session.expires_at - self._clock.time()
         candidate = self._token_from_stored(session, remaining)

@@ -215,3 +215,22 @@ class TestAuthFaults:
                 async with world.clock.autojump(), world.visitor(retry=RetryPolicy(max_attempts=3)):
                     pass
             assert len(world.giosg.auth_requests) == 3
+
+
+async def test_concurrent_starts_on_one_store_share_one_auth() -> None:
+    """Two visitors starting together on one store and key make one auth call, not two."""
+    async with virtual_world() as world:
+        store = MemoryStore()
+        world.giosg.inject(endpoint="auth", latency=1.0)
+        ids: list[str] = []
+
+        async def start() -> None:
+            async with world.visitor(store=store) as visitor:
+                ids.append(visitor.visitor_id)
+
+        async with world.clock.autojump(), anyio.create_task_group() as tg:
+            tg.start_soon(start)
+            tg.start_soon(start)
+        assert len(ids) == 2
+        assert ids[0] == ids[1]
+        assert len(world.giosg.auth_requests) == 1
