@@ -10,7 +10,7 @@ import anyio
 import attrs
 import httpx
 
-from giosg_visitor import RetryPolicy, Visitor
+from giosg_visitor import RetryPolicy, Store, Visitor, VisitorRecord
 from giosg_visitor.testing import FakeClock, FakeGiosg
 
 
@@ -61,3 +61,11 @@ async def wait_until(predicate: Callable[[], bool], *, seconds: float = 10.0) ->
     with anyio.fail_after(seconds):
         while not predicate():  # noqa: ASYNC110 - no event can cross the fake's thread
             await anyio.sleep(0.02)
+
+
+async def forget_stored_token(store: Store, key: str = "default") -> VisitorRecord:
+    """Keep only the stored secret, so the next start must post it; return the old record."""
+    record = await store.load(key)
+    assert record is not None
+    await store.save(key, VisitorRecord(visitor_secret_id=record.visitor_secret_id))
+    return record

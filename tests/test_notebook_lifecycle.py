@@ -11,7 +11,7 @@ import pytest
 from giosg_visitor import InvalidSecretError, MemoryStore, SessionState, Visitor
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import ORG_ID, get_chats
+from ._helpers import ORG_ID, forget_stored_token, get_chats
 
 
 ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
@@ -55,9 +55,7 @@ async def test_start_failure_is_raised_from_start(giosg: FakeGiosg) -> None:
     async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as first:
         vid = first.visitor_id
     await giosg.revoke_visitor(vid)
-    record = await store.load("default")
-    assert record is not None
-    await store.save("default", record.__class__(visitor_secret_id=record.visitor_secret_id))
+    await forget_stored_token(store)
     with pytest.raises(InvalidSecretError):
         await Visitor(ORG_ID, base_url=giosg.base_url, store=store).start()
 

@@ -21,7 +21,7 @@ from giosg_visitor import (
 from giosg_visitor._secret import secret_forms
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import FAST_RETRY, ORG_ID, get_chats
+from ._helpers import FAST_RETRY, ORG_ID, forget_stored_token, get_chats
 
 
 LOGGERS = ["", "giosg_visitor", "httpx", "httpcore", "websockets", "anyio"]
@@ -77,7 +77,7 @@ async def test_no_secret_in_logs_reprs_or_errors(
 
     giosg.state.auth_response_hook = lambda p: {**p, "visitor_id": 5}
     await giosg.expire_tokens()
-    await store.save("default", record.__class__(visitor_secret_id=record.visitor_secret_id))
+    await forget_stored_token(store)
     with pytest.raises(ProtocolError) as bad:
         async with Visitor(ORG_ID, base_url=giosg.base_url, store=store, retry=FAST_RETRY):
             pass

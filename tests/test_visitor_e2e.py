@@ -21,7 +21,7 @@ from giosg_visitor import (
 )
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import FAST_RETRY, ORG_ID, OTHER_ORG_ID, get_chats
+from ._helpers import FAST_RETRY, ORG_ID, OTHER_ORG_ID, forget_stored_token, get_chats
 
 
 async def test_new_then_returning_visitor(giosg: FakeGiosg) -> None:
@@ -38,8 +38,7 @@ async def test_new_then_returning_visitor(giosg: FakeGiosg) -> None:
     assert record.visitor_secret_id is not None
     assert record.sessions[ORG_ID].visitor_id == first_id
     await giosg.expire_tokens()
-    # Drop the stored token so the secret has to be posted.
-    await store.save("default", record.__class__(visitor_secret_id=record.visitor_secret_id))
+    await forget_stored_token(store)
     async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as returning:
         assert returning.visitor_id == first_id
         assert (await get_chats(giosg, returning)).status_code == 200
@@ -156,9 +155,7 @@ class TestInvalidSecret:
         async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as visitor:
             old_id = visitor.visitor_id
         await giosg.revoke_visitor(old_id)
-        before = await store.load("default")
-        assert before is not None
-        await store.save("default", before.__class__(visitor_secret_id=before.visitor_secret_id))
+        before = await forget_stored_token(store)
         with pytest.raises(InvalidSecretError) as info:
             async with Visitor(ORG_ID, base_url=giosg.base_url, store=store):
                 pass
@@ -173,9 +170,7 @@ class TestInvalidSecret:
         async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as visitor:
             old_id = visitor.visitor_id
         await giosg.revoke_visitor(old_id)
-        record = await store.load("default")
-        assert record is not None
-        await store.save("default", record.__class__(visitor_secret_id=record.visitor_secret_id))
+        record = await forget_stored_token(store)
         async with Visitor(
             ORG_ID, base_url=giosg.base_url, store=store, on_invalid_secret="new_visitor"
         ) as fresh:
@@ -213,10 +208,8 @@ class TestBadAuthResponses:
         store = MemoryStore()
         async with Visitor(ORG_ID, base_url=giosg.base_url, store=store):
             pass
-        before = await store.load("default")
-        assert before is not None
         await giosg.expire_tokens()
-        await store.save("default", before.__class__(visitor_secret_id=before.visitor_secret_id))
+        await forget_stored_token(store)
         stripped = await store.load("default")
         giosg.state.auth_response_hook = hook  # type: ignore[assignment]
         with pytest.raises(ProtocolError, match=message):
