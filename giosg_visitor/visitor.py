@@ -359,7 +359,13 @@ class Visitor:
         if stack is not None:
             # Not shielded as a whole: the task group must exit in its own scope; the
             # pieces that must finish (closing the client) shield themselves.
-            await stack.aclose()
+            try:
+                await stack.aclose()
+            except BaseExceptionGroup as group:
+                # Users never see an ExceptionGroup for a single failure.
+                if len(group.exceptions) == 1:
+                    raise group.exceptions[0] from group
+                raise
 
     async def _close_client(self, client: httpx.AsyncClient) -> None:
         with anyio.move_on_after(self._timeouts.close, shield=True):
@@ -519,18 +525,26 @@ class Visitor:
             with anyio.move_on_after(self._timeouts.socket_open):
                 await subscription.wait_subscribed()
             task_status.started()
-            async for event in subscription:
-                if isinstance(event, Resubscribed | Gap):
-                    for chat in list(self._chats.values()):
-                        try:
-                            await chat.refresh()
-                        except GiosgError as exc:
-                            logger.warning("could not refresh chat %s: %s", chat.id, exc)
-                elif isinstance(event, Change) and event.resource is not None:
-                    chat_id = event.resource_id or event.resource.get("id")
-                    target = self._chats.get(chat_id) if isinstance(chat_id, str) else None
-                    if target is not None:
-                        target._apply(event.resource)
+            try:
+                await self._apply_chat_events(subscription)
+            except GiosgError as exc:
+                # The connection failed for good; its error surfaces from the live APIs.
+                # This task must not take the visitor's task group down with it.
+                logger.warning("live chat state stopped: %s", type(exc).__name__)
+
+    async def _apply_chat_events(self, subscription: Subscription) -> None:
+        async for event in subscription:
+            if isinstance(event, Resubscribed | Gap):
+                for chat in list(self._chats.values()):
+                    try:
+                        await chat.refresh()
+                    except GiosgError as exc:
+                        logger.warning("could not refresh chat %s: %s", chat.id, exc)
+            elif isinstance(event, Change) and event.resource is not None:
+                chat_id = event.resource_id or event.resource.get("id")
+                target = self._chats.get(chat_id) if isinstance(chat_id, str) else None
+                if target is not None:
+                    target._apply(event.resource)
 
     def _require_session(self) -> VisitorSession:
         if self._closed:

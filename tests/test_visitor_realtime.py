@@ -8,13 +8,14 @@ import pytest
 from giosg_visitor import (
     Change,
     ConnectionState,
+    GiosgError,
     SubscriptionError,
     UntrustedEndpointError,
     Visitor,
 )
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import ORG_ID
+from ._helpers import ORG_ID, wait_until
 
 
 ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
@@ -116,3 +117,16 @@ async def test_realtime_can_be_disabled(giosg: FakeGiosg) -> None:
         chat = await visitor.start_chat(ROOM_ID)
         await chat.send("REST still works")
     assert giosg.router.handshakes == 0
+
+
+async def test_a_socket_that_fails_for_good_does_not_break_the_visitor(giosg: FakeGiosg) -> None:
+    """After a fatal socket failure, REST keeps working, live APIs raise, exit is clean."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        await giosg.refuse_handshakes(404)  # "no such endpoint": reconnecting cannot help
+        await giosg.drop_sockets("reset")
+        await wait_until(lambda: visitor.realtime.state is ConnectionState.CLOSED, seconds=10)
+        chat = await visitor.start_chat(ROOM_ID)
+        assert (await chat.send("REST still works")).message == "REST still works"
+        with pytest.raises(GiosgError):
+            async with visitor.subscribe("/api/v5/public/x") as subscription:
+                await subscription.wait_subscribed()
