@@ -147,3 +147,33 @@ def test_public_names_match_all() -> None:
     }
     assert giosg_visitor.__all__ == sorted(giosg_visitor.__all__)
     assert set(giosg_visitor.__all__) - {"__version__"} == public
+
+
+def test_fake_giosg_runs_standalone() -> None:
+    """`python -m giosg_visitor.testing` serves auth until interrupted."""
+    import signal
+
+    import httpx
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "giosg_visitor.testing", "--token-lifetime", "60"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stdout is not None
+            line = process.stdout.readline()
+            match = re.fullmatch(r"FakeGiosg API: (http://127\.0\.0\.1:\d+)\n", line)
+            assert match is not None, line
+            response = httpx.post(
+                f"{match.group(1)}/api/v5/public/orgs/e6a08f51-c250-4074-847b-58d444dbbeb1/auth",
+                json={"visitor_secret_id": None},
+            )
+            assert response.status_code == 200
+            assert response.json()["expires_in"] == 60
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=30) == 0
+        finally:
+            process.kill()
