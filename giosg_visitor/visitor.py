@@ -6,10 +6,10 @@ import logging
 import math
 import random
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Final, Literal, Self, final
+from typing import Any, Final, Literal, Self, final
 
 import anyio
 import anyio.abc
@@ -23,7 +23,7 @@ from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._secret import Secret
 from .chat import Chat
-from .errors import GiosgError, RenewalFailedError
+from .errors import GiosgError, NotFoundError, RenewalFailedError
 from .models import ChatInfo, IdentityChange, OrganizationSession, Room
 from .realtime import (
     DEFAULT_ALLOWED_HOSTS,
@@ -426,6 +426,13 @@ class Visitor:
     async def room(self, room_id: str) -> Room:
         """A room's public details (``is_online`` among them)."""
         return await self._require_api().get_room(room_id)
+
+    async def brand(self, room_id: str) -> Mapping[str, Any] | None:
+        """A room's brand (colours, texts, ...), or ``None`` when it has none."""
+        try:
+            return await self._require_api().get_brand(room_id)
+        except NotFoundError:
+            return None
 
     def online_operators(self, room_id: str) -> OnlineOperators:
         """The operators online in a room, live: ``async with`` it, read ``.current``,

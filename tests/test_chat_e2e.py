@@ -271,3 +271,11 @@ async def test_a_timeout_during_backfill_loses_nothing(giosg: FakeGiosg) -> None
             with anyio.fail_after(10):
                 assert (await anext(stream)).message == "said later"
         assert texts.count("said while disconnected") == 1
+
+
+async def test_room_brand(giosg: FakeGiosg) -> None:
+    """A room without a brand gives None; with one, its attributes."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        assert await visitor.brand(ROOM_ID) is None
+        await giosg.set_brand(ROOM_ID, {"name": "Acme", "primary_color": "#123456"})
+        assert await visitor.brand(ROOM_ID) == {"name": "Acme", "primary_color": "#123456"}

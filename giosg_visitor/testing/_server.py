@@ -217,6 +217,17 @@ class FakeGiosg:
         org = organization_id or self._only_org()
         return await self.call(lambda: self.state.chats.operator_online(org, room_id, name))
 
+    async def set_brand(
+        self, room_id: str, brand: dict[str, Any] | None, *, organization_id: str | None = None
+    ) -> None:
+        """Give a room a brand (``None``: no brand, the endpoint answers 404)."""
+        org = organization_id or self._only_org()
+
+        def apply() -> None:
+            self.state.chats.room(org, room_id).brand = brand
+
+        await self.call(apply)
+
     async def operator_offline(self, room_id: str, user_id: str) -> None:
         """An operator goes offline."""
         await self.call(lambda: self.state.chats.operator_offline(room_id, user_id))
