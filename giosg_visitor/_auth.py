@@ -78,6 +78,8 @@ class Token:
     access_token: Secret = attrs.field(repr=False)
     times: TokenTimes
     session: OrganizationSession
+    #: Read back from the store at start-up (its socket_url may be stale), not from auth.
+    restored: bool = False
 
 
 @final
@@ -435,7 +437,7 @@ class VisitorSession:
         margin = min(self._policy.restore_margin, session.lifetime / 2)
         if remaining < margin:
             return None
-        return self._token_from_stored(session, remaining)
+        return attrs.evolve(self._token_from_stored(session, remaining), restored=True)
 
     def _adoptable(self, record: VisitorRecord) -> Token | None:
         """A token another process stored after ours, still fresh: use it, skip auth."""

@@ -28,6 +28,9 @@ from .models import ChatInfo, IdentityChange, OrganizationSession, Room
 from .realtime import (
     DEFAULT_ALLOWED_HOSTS,
     Change,
+    Connected,
+    ConnectionEvents,
+    Disconnected,
     Gap,
     RealtimeConnection,
     ReconnectPolicy,
@@ -274,11 +277,15 @@ class Visitor:
                         close_timeout=self._timeouts.close,
                     )
                 )
+                # Listen before the connection's first attempt can report (no checkpoint
+                # has passed since entering it, so its task has not run yet).
+                first_events = self._connection.events()
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             self._task_group = task_group
             task_group.start_soon(self._renew_forever, session)
             if self._connection is not None:
+                task_group.start_soon(self._refresh_stale_socket_url, session, first_events)
                 await task_group.start(self._follow_chats, self._connection)
         except BaseException:
             await stack.__aexit__(None, None, None)
@@ -516,6 +523,31 @@ class Visitor:
                 logger.warning(
                     "presence refresh in room %s failed: %s", room_id, type(exc).__name__
                 )
+
+    async def _refresh_stale_socket_url(
+        self, session: VisitorSession, events: ConnectionEvents
+    ) -> None:
+        """If the first socket attempt with a *stored* socket_url fails, re-authenticate.
+
+        A token reused from the store comes with the socket_url of its day; the router may
+        have moved since. Auth hands out the current one, and the connection reads the
+        URL afresh before every attempt.
+        """
+        async with events:
+            async for event in events:
+                if isinstance(event, Connected):
+                    return
+                if isinstance(event, Disconnected):
+                    token = session.current
+                    if token is not None and token.restored:
+                        logger.info(
+                            "the stored socket_url failed; re-authenticating for a fresh one"
+                        )
+                        try:
+                            await session.renew(stale=token)
+                        except GiosgError as exc:
+                            logger.warning("re-authentication failed: %s", type(exc).__name__)
+                    return
 
     async def _follow_chats(
         self,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import anyio
+import attrs
 import pytest
 
 from giosg_visitor import (
     Change,
     ConnectionState,
     GiosgError,
+    MemoryStore,
     SubscriptionError,
     UntrustedEndpointError,
     Visitor,
@@ -130,3 +132,20 @@ async def test_a_socket_that_fails_for_good_does_not_break_the_visitor(giosg: Fa
         with pytest.raises(GiosgError):
             async with visitor.subscribe("/api/v5/public/x") as subscription:
                 await subscription.wait_subscribed()
+
+
+async def test_a_stale_stored_socket_url_is_refreshed_by_auth(giosg: FakeGiosg) -> None:
+    """A stored token whose socket_url no longer answers leads to one re-auth, quickly."""
+    store = MemoryStore()
+    async with Visitor(ORG_ID, base_url=giosg.base_url, store=store):
+        pass
+    record = await store.load("default")
+    assert record is not None
+    stale = attrs.evolve(record.sessions[ORG_ID], socket_url="http://127.0.0.1:9/router")
+    await store.save("default", record.with_session(stale))
+    started = anyio.current_time()
+    async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as visitor:
+        assert visitor.realtime.state is ConnectionState.OPEN
+        assert visitor.socket_url == giosg.socket_url
+    assert anyio.current_time() - started < 5
+    assert len(giosg.auth_requests) == 2
