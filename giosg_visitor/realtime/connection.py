@@ -105,6 +105,8 @@ logger = logging.getLogger("giosg_visitor.realtime")
 _ABNORMAL_CLOSURE: Final = 1006
 _KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
+#: How long a failed send waits for the reader to report the server's close code.
+_WRITER_GRACE: Final = 0.5
 
 
 class ConnectionState(enum.Enum):
@@ -864,7 +866,18 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 for frame in protocol.data_to_send():
                     await socket.send(frame)
         except Exception as exc:
-            self._lost(_Drop.from_error(exc))
+            await self._lost_after_grace(exc)
+
+    async def _lost_after_grace(self, exc: Exception) -> None:
+        """Report a send or ping failure, letting the reader report a better reason first.
+
+        A send (or ping) that races the server's close frame knows no close code; the
+        reader is about to learn the real one (4401 means "renew first"). When the reader
+        reports, it cancels this socket's scope, and so this sleep.
+        """
+        if isinstance(exc, ConnectionClosedError) and exc.code == _ABNORMAL_CLOSURE:
+            await anyio.sleep(_WRITER_GRACE)
+        self._lost(_Drop.from_error(exc))
 
     async def _apply(self, ops: list[_Op], protocol: RealtimeProtocol) -> None:
         token: Secret | None = None
@@ -898,7 +911,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
         while True:
             await self._clock.sleep(interval)
-            if not await self._await_pong(socket):
+            alive, error = await self._await_pong(socket)
+            if alive:
+                continue
+            if error is not None:
+                await self._lost_after_grace(error)
+            else:
                 self._lost(
                     _Drop(
                         code=_KEEPALIVE_CLOSE,
@@ -907,19 +925,21 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                         abort=True,
                     )
                 )
-                return
+            return
 
-    async def _await_pong(self, socket: SocketConnection) -> bool:
+    async def _await_pong(self, socket: SocketConnection) -> tuple[bool, Exception | None]:
+        """Whether the link answered within the ping timeout, and the error if the ping failed."""
         alive = False
+        error: Exception | None = None
         rx_pulse = self._rx_pulse = anyio.Event()
         async with anyio.create_task_group() as race:
 
             async def ping() -> None:
-                nonlocal alive
+                nonlocal alive, error
                 try:
                     await socket.ping()
                 except (GiosgError, OSError) as exc:
-                    self._lost(_Drop.from_error(exc))
+                    error = exc
                 else:
                     alive = True
                 race.cancel_scope.cancel()
@@ -935,7 +955,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 race.start_soon(any_frame)
             await self._clock.sleep(self._ping_timeout)
             race.cancel_scope.cancel()
-        return alive
+        return alive, error
 
     async def _await_sockjs_open(self) -> None:
         # The WebSocket is up, but a SockJS session only starts with its ``o`` frame.
