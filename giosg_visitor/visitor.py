@@ -23,7 +23,7 @@ from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._secret import Secret
 from .chat import Chat
-from .errors import GiosgError, NotFoundError, RenewalFailedError
+from .errors import GiosgError, NotFoundError, RenewalFailedError, SubscriptionError
 from .models import ChatInfo, IdentityChange, OrganizationSession, Room
 from .realtime import (
     DEFAULT_ALLOWED_HOSTS,
@@ -456,7 +456,7 @@ class Visitor:
         await api.join_room(room_id, self._presence_expires_in)
         if room_id not in self._rooms_joined and self._task_group is not None:
             self._rooms_joined.add(room_id)
-            self._task_group.start_soon(self._keep_present, room_id)
+            self._task_group.start_soon(self._keep_present, room_id, api)
 
     def subscribe(self, channel: str) -> Subscription:
         """Raw channel events (``Change``, and ``Resubscribed``/``Gap`` markers).
@@ -513,8 +513,7 @@ class Visitor:
             # The connection reconnects with the fresh token on its own.
             logger.info("re-authorising the socket failed: %s", type(exc).__name__)
 
-    async def _keep_present(self, room_id: str) -> None:
-        api = self._require_api()
+    async def _keep_present(self, room_id: str, api: VisitorAPI) -> None:
         while True:
             await self._clock.sleep(self._presence_expires_in / 2)
             try:
@@ -557,12 +556,26 @@ class Visitor:
     ) -> None:
         """Keep every known Chat's live state (is_ended, is_waiting, counters) current."""
         api = self._require_api()
-        async with connection.subscribe(api.chats_channel()) as subscription:
+        session = self._require_session()
+        subscription = connection.subscribe(api.chats_channel())
+        try:
             # Entering the visitor returns once the socket is open and accepted our token
             # (or after the open timeout: the connection keeps retrying in the background).
             # A fatal socket error (untrusted socket_url, ...) fails the start.
             with anyio.move_on_after(self._timeouts.socket_open):
-                await subscription.wait_subscribed()
+                try:
+                    await subscription.wait_subscribed()
+                except SubscriptionError:
+                    token = session.current
+                    if token is None or not token.restored:
+                        raise
+                    # A token reused from the store that the server no longer accepts
+                    # (revoked or unknown): renew; a rejected secret fails the start typed.
+                    await subscription.aclose()
+                    await session.renew(stale=token)
+                    # The channel names the visitor: it changes with an identity change.
+                    subscription = connection.subscribe(api.chats_channel())
+                    await subscription.wait_subscribed()
             task_status.started()
             try:
                 await self._apply_chat_events(subscription)
@@ -570,6 +583,8 @@ class Visitor:
                 # The connection failed for good; its error surfaces from the live APIs.
                 # This task must not take the visitor's task group down with it.
                 logger.warning("live chat state stopped: %s", type(exc).__name__)
+        finally:
+            await subscription.aclose()
 
     async def _apply_chat_events(self, subscription: Subscription) -> None:
         async for event in subscription:

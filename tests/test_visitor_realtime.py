@@ -10,6 +10,7 @@ from giosg_visitor import (
     Change,
     ConnectionState,
     GiosgError,
+    InvalidSecretError,
     MemoryStore,
     SubscriptionError,
     UntrustedEndpointError,
@@ -149,3 +150,28 @@ async def test_a_stale_stored_socket_url_is_refreshed_by_auth(giosg: FakeGiosg) 
         assert visitor.socket_url == giosg.socket_url
     assert anyio.current_time() - started < 5
     assert len(giosg.auth_requests) == 2
+
+
+async def test_a_revoked_stored_token_fails_the_start_typed(giosg: FakeGiosg) -> None:
+    """A stored token of a revoked visitor: the start raises InvalidSecretError, not a
+    socket error; with the opt-in, a new visitor starts and the change is reported."""
+    store = MemoryStore()
+    async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as first:
+        old_id = first.visitor_id
+    await giosg.revoke_visitor(old_id)
+    with pytest.raises(InvalidSecretError):
+        async with Visitor(ORG_ID, base_url=giosg.base_url, store=store):
+            pass
+    async with Visitor(
+        ORG_ID, base_url=giosg.base_url, store=store, on_invalid_secret="new_visitor"
+    ) as fresh:
+        assert fresh.visitor_id != old_id
+        assert fresh.identity_change is not None
+        assert fresh.realtime.state is ConnectionState.OPEN
+
+
+async def test_join_room_then_close_at_once(giosg: FakeGiosg) -> None:
+    """Closing right after join_room is clean (the presence task ends quietly)."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url, presence_expires_in=1) as visitor:
+        await visitor.join_room(ROOM_ID)
+    await anyio.sleep(0.6)

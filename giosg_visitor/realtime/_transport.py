@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final, Literal, Protocol, final
@@ -209,9 +210,16 @@ class WebSocketTransport:
         try:
             yield socket
         finally:
+            # websockets.trio reads frames in a nursery opened inside our (now cancelled)
+            # scope: nobody would read the server's close frame, and a graceful close
+            # would wait out close_timeout. Abort at once then; close gracefully otherwise.
+            cancelled = anyio.current_effective_deadline() == -math.inf
             # Shielded: the socket must be released even when the caller is cancelled.
             with anyio.CancelScope(shield=True):
-                await socket.close()
+                if cancelled and backend == "trio":
+                    await socket.abort()
+                else:
+                    await socket.close()
                 try:
                     await manager.__aexit__(None, None, None)
                 except Exception:  # teardown errors of a dead socket are irrelevant
