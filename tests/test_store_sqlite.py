@@ -255,3 +255,23 @@ class TestLease:
                 assert owner.startswith(f"{os.getpid()}-")
                 assert 11 < expires_at - time.time() <= 12
             assert execute(path, "SELECT * FROM locks") == []
+
+
+def test_initialisation_retries_a_locked_database(tmp_path: Path) -> None:
+    """A "database is locked" while another process switches to WAL is retried, not raised."""
+    class Flaky:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.real = sqlite3.connect(":memory:")
+
+        def execute(self, sql: str) -> sqlite3.Cursor:
+            self.calls += 1
+            if self.calls <= 2:
+                raise sqlite3.OperationalError("database is locked")
+            return self.real.execute(sql)
+
+    store = SQLiteStore(tmp_path / "v.db")
+    flaky = Flaky()
+    store._initialise(flaky)  # type: ignore[arg-type]
+    assert flaky.calls > 2
+    flaky.real.close()

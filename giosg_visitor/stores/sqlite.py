@@ -254,15 +254,35 @@ class SQLiteStore:
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
+            self._initialise(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return conn
+
+    def _initialise(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema, retried while another process does the same.
+
+        Switching the journal mode needs an exclusive lock, and SQLite answers "database
+        is locked" at once (without waiting busy_timeout) when two connections race to
+        do it on a new file: two workers starting together would fail.
+        """
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = FULL")
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(delay)  # a worker thread, never the event loop
+                delay = min(0.1, delay * 2)
 
     def _load_sync(self, conn: sqlite3.Connection, key: str) -> VisitorRecord | None:
         row = conn.execute("SELECT data FROM records WHERE key = ?", (key,)).fetchone()
