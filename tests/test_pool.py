@@ -100,6 +100,7 @@ async def test_pooled_visitors_with_sockets_reconnect_after_a_server_drop(giosg:
     """Twenty pooled visitors with sockets all come back after every socket is dropped."""
     async with VisitorPool(ORG_ID, store=MemoryStore(), base_url=giosg.base_url) as pool:
         visitors = [await pool.get(f"u{n}") for n in range(20)]
+        await wait_until(lambda: giosg.router.handshakes >= 20)
         assert giosg.router.handshakes == 20
         await giosg.drop_sockets("reset")
         await wait_until(lambda: giosg.router.handshakes >= 40, seconds=20)

@@ -28,8 +28,9 @@ async def test_entering_opens_the_socket(giosg: FakeGiosg) -> None:
     """After `async with`, the socket is open and the visitor's chats channel confirmed."""
     async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
         assert visitor.realtime.state is ConnectionState.OPEN
-        subs = giosg.router.subs
-        assert [f.channel for f in subs] == [f"/api/v5/public/visitors/{visitor.visitor_id}/chats"]
+        chats = f"/api/v5/public/visitors/{visitor.visitor_id}/chats"
+        await wait_until(lambda: len(giosg.router.subs) >= 1)
+        assert [f.channel for f in giosg.router.subs] == [chats]
 
 
 async def test_raw_subscription_receives_pushed_changes(giosg: FakeGiosg) -> None:

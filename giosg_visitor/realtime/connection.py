@@ -42,12 +42,14 @@ from __future__ import annotations
 import enum
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Final, Self, final
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -105,6 +107,10 @@ logger = logging.getLogger("giosg_visitor.realtime")
 _ABNORMAL_CLOSURE: Final = 1006
 _KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
+#: Jitter and SockJS session ids (a Random() is 2.5 KiB: not one per connection).
+_SHARED_RNG: Final = random.Random()
+#: A subscription's consumer, and the read loop, yield at least once per this many items.
+_CHECKPOINT_EVERY: Final = 64
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
 
@@ -151,6 +157,9 @@ class _Delivery(enum.Enum):
     GAP = "gap"
 
 
+_DELIVERED: Final = _Delivery.DELIVERED
+
+
 @final
 class Subscription:
     """One consumer's view of a channel: an async iterator of subscription events.
@@ -175,16 +184,19 @@ class Subscription:
         self._connection = connection
         self._channel = channel
         self._max_buffer = max_buffer
-        # Two slots more than notifications may use: room for markers even when full.
-        send, receive = anyio.create_memory_object_stream[SubscriptionEvent](max_buffer + 2)
-        self._send: MemoryObjectSendStream[SubscriptionEvent] = send
-        self._receive: MemoryObjectReceiveStream[SubscriptionEvent] = receive
+        # A plain deque: the read loop appends, __anext__ pops. Notifications may fill
+        # max_buffer slots; two more are reserved for markers.
+        self._items: deque[SubscriptionEvent] = deque()
+        self._waiter: anyio.Event | None = None
         self._error: BaseException | None = None
         self._finished = False
+        self._closed = False
         self._subscribed = False
         self._last_was_marker = False
         self._dropped = 0
-        self._pulse = anyio.Event()
+        self._since_checkpoint = 0
+        # Created when someone waits (an anyio.Event costs ~0.9 KiB on asyncio).
+        self._pulse: anyio.Event | None = None
 
     def __repr__(self) -> str:
         return (
@@ -205,7 +217,7 @@ class Subscription:
     @property
     def buffered(self) -> int:
         """Items waiting to be read."""
-        return self._send.statistics().current_buffer_used
+        return len(self._items)
 
     @property
     def dropped(self) -> int:
@@ -227,25 +239,46 @@ class Subscription:
                 raise RuntimeError("the subscription is closed")
             if self._subscribed:
                 return
+            if self._pulse is None:
+                self._pulse = anyio.Event()
             await self._pulse.wait()
 
     async def aclose(self) -> None:
         """Stop receiving the channel (sends ``unsub`` when nobody else listens to it)."""
         self._connection._unsubscribe(self)
         self._finish(None)
-        self._receive.close()
+        self._close()
         await anyio.lowlevel.checkpoint()
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> SubscriptionEvent:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._error is not None:
-                raise self._error from None
-            raise StopAsyncIteration from None
+        # Buffered items are returned without a scheduling round trip each, so the
+        # consumer drains a burst as fast as the read loop queued it; a checkpoint every
+        # _CHECKPOINT_EVERY items keeps it fair to other tasks and cancellable.
+        while True:
+            if self._items:
+                self._since_checkpoint += 1
+                if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                    self._since_checkpoint = 0
+                    await anyio.lowlevel.checkpoint()
+                    if not self._items:
+                        continue
+                return self._items.popleft()
+            if self._finished or self._closed:
+                await anyio.lowlevel.checkpoint()
+                if self._items:
+                    continue
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._since_checkpoint = 0
+            waiter = self._waiter = anyio.Event()
+            try:
+                await waiter.wait()
+            finally:
+                self._waiter = None
 
     async def __aenter__(self) -> Self:
         return self
@@ -258,41 +291,33 @@ class Subscription:
     ) -> None:
         await self.aclose()
 
-    def __del__(self) -> None:
-        # An abandoned subscription must not warn about its internal streams.
-        for stream in (getattr(self, "_send", None), getattr(self, "_receive", None)):
-            if stream is not None:
-                stream.close()
-
     # Private methods called by the connection (on the read loop: never block).
 
     def _deliver(self, event: Change) -> _Delivery:
         if self._finished:
             return _Delivery.DROPPED
-        if self._send.statistics().current_buffer_used >= self._max_buffer:
+        items = self._items
+        if len(items) >= self._max_buffer:
             self._dropped += 1
             if self._last_was_marker:
                 # The marker at the end of the buffer already covers this notification.
                 return _Delivery.DROPPED
             self._mark(Gap(channel=self._channel, reason="overflow"))
             return _Delivery.GAP
-        try:
-            self._send.send_nowait(event)
-        except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return _Delivery.DROPPED
+        items.append(event)
         self._last_was_marker = False
+        if self._waiter is not None:
+            self._waiter.set()
         return _Delivery.DELIVERED
 
     def _mark(self, marker: Resubscribed | Gap) -> None:
         if self._finished:
             return
-        try:
-            self._send.send_nowait(marker)
-        except anyio.WouldBlock:
-            # Only markers sit beyond the notification slots: this one is implied.
-            pass
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            return
+        # Only markers sit beyond the notification slots: past them, this one is implied.
+        if len(self._items) < self._max_buffer + 2:
+            self._items.append(marker)
+            if self._waiter is not None:
+                self._waiter.set()
         self._last_was_marker = True
 
     def _set_subscribed(self, value: bool) -> None:
@@ -306,12 +331,21 @@ class Subscription:
         self._subscribed = False
         if error is not None:
             self._error = error
-        self._send.close()
+        if self._waiter is not None:
+            self._waiter.set()
         self._wake()
 
+    def _close(self) -> None:
+        """The consumer is gone: forget what is buffered, end the iteration."""
+        self._closed = True
+        self._items.clear()
+        if self._waiter is not None:
+            self._waiter.set()
+
     def _wake(self) -> None:
-        pulse, self._pulse = self._pulse, anyio.Event()
-        pulse.set()
+        pulse, self._pulse = self._pulse, None
+        if pulse is not None:
+            pulse.set()
 
 
 @final
@@ -537,7 +571,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._strategy: Strategy = strategy
         self._framing: str = "sockjs" if strategy == "sockjs" else "raw"
         self._allowed_hosts = tuple(allowed_hosts)
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng if rng is not None else _SHARED_RNG
         self._open_timeout = open_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
@@ -566,10 +600,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._drop: _Drop | None = None
         self._socket_scope: anyio.CancelScope | None = None
         self._last_rx = 0.0
-        # Created on entry: anyio events need a running event loop.
-        self._wakeup: anyio.Event | None = None
+        # Created when first awaited (an anyio.Event costs ~0.9 KiB on asyncio).
         self._state_pulse: anyio.Event | None = None
         self._rx_pulse: anyio.Event | None = None
+        # The writer task runs only while there is something to send.
+        self._socket_group: anyio.abc.TaskGroup | None = None
+        self._writer_args: tuple[SocketConnection, RealtimeProtocol] | None = None
+        self._writing = False
 
     def __repr__(self) -> str:
         return (
@@ -683,8 +720,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 raise self._fatal
             if self._state is ConnectionState.OPEN:
                 return
-            if self._state is ConnectionState.CLOSED or self._state_pulse is None:
+            if self._state is ConnectionState.CLOSED or self._exited:
                 raise ConnectionClosedError("the real-time connection is closed")
+            if self._state_pulse is None:
+                self._state_pulse = anyio.Event()
             await self._state_pulse.wait()
 
     def events(self) -> ConnectionEvents:
@@ -707,9 +746,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if self._entered:
             raise RuntimeError("a RealtimeConnection can be entered only once")
         self._entered = True
-        self._wakeup = anyio.Event()
-        self._state_pulse = anyio.Event()
-        self._rx_pulse = anyio.Event()
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
@@ -812,16 +848,19 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         try:
             async with anyio.create_task_group() as task_group:
                 self._socket_scope = task_group.cancel_scope
+                self._socket_group = task_group
+                self._writer_args = (socket, protocol)
                 if self._framing == "raw":
                     self._on_open()
-                task_group.start_soon(self._reader, socket, protocol)
-                task_group.start_soon(self._writer, socket, protocol)
                 if self._ping_interval is not None:
                     task_group.start_soon(self._keepalive, socket, self._ping_interval)
                 if self._framing == "sockjs":
                     task_group.start_soon(self._await_sockjs_open)
                     if self._sockjs_idle_timeout is not None:
                         task_group.start_soon(self._watchdog, self._sockjs_idle_timeout)
+                # The read loop runs in this task (one task less per connection, ~3 KiB);
+                # it ends through _lost(), which cancels the others.
+                await self._reader(socket, protocol)
         finally:
             self._next_query = max(self._next_query, protocol.next_query)
             self._on_socket_end()
@@ -839,6 +878,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return drop
 
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
+        # Only SockJS keepalive and the idle watchdog look at receive times.
+        sockjs = self._framing == "sockjs"
+        pace = max(1, min(_CHECKPOINT_EVERY, self._max_buffer // 2))
+        burst = 0
         try:
             while True:
                 try:
@@ -848,25 +891,46 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     self._touch()
                     logger.debug("skipped a binary frame")
                     continue
-                self._touch()
+                if sockjs:
+                    self._touch()
                 protocol.receive_text(text)
                 for event in protocol.events_received():
-                    self._dispatch(event)
+                    if type(event) is Change:
+                        # The hot path, inlined: route a notification to its subscribers.
+                        channel = self._channels.get(event.channel)
+                        if channel is None:
+                            self._stats.unrouted += 1
+                            continue
+                        for subscription in channel.subscribers:
+                            outcome = subscription._deliver(event)
+                            if outcome is not _DELIVERED:
+                                self._undelivered(channel, outcome)
+                    else:
+                        self._dispatch(event)
+                # websockets returns queued frames without suspending: a burst of
+                # hundreds would fill the subscriptions' buffers before their consumers
+                # ran once (everything past max_buffer dropped as a Gap). Let them drain
+                # every few frames (cheap: one loop iteration).
+                burst += 1
+                if burst >= pace:
+                    burst = 0
+                    await anyio.lowlevel.checkpoint()
         except (GiosgError, OSError) as exc:
             self._lost(_Drop.from_error(exc))
 
     async def _writer(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
+        # Started by _wake_writer; ends when the outbox is empty (no await between the
+        # last check and clearing _writing, so nothing queued meanwhile is stranded).
         try:
-            while True:
-                if not self._is_open or not self._outbox:
-                    await self._wait_writer()
-                    continue
+            while self._is_open and self._outbox:
                 ops, self._outbox = self._outbox, []
                 await self._apply(ops, protocol)
                 for frame in protocol.data_to_send():
                     await socket.send(frame)
         except Exception as exc:
             await self._lost_after_grace(exc)
+        finally:
+            self._writing = False
 
     async def _lost_after_grace(self, exc: Exception) -> None:
         """Report a send or ping failure, letting the reader report a better reason first.
@@ -987,6 +1051,11 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
 
     # Event handling (runs on the read loop: never awaits).
 
+    def _undelivered(self, channel: _Channel, outcome: _Delivery) -> None:
+        self._stats.dropped_notifications += 1
+        if outcome is _Delivery.GAP:
+            self._emit(Gap(channel=channel.name, reason="overflow"))
+
     def _dispatch(self, event: ProtocolEvent) -> None:
         if isinstance(event, Change):
             channel = self._channels.get(event.channel)
@@ -995,10 +1064,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 return
             for subscription in channel.subscribers:
                 outcome = subscription._deliver(event)
-                if outcome is not _Delivery.DELIVERED:
-                    self._stats.dropped_notifications += 1
-                if outcome is _Delivery.GAP:
-                    self._emit(Gap(channel=channel.name, reason="overflow"))
+                if outcome is not _DELIVERED:
+                    self._undelivered(channel, outcome)
         elif isinstance(event, SubscribeAck):
             self._on_ack(event)
         elif isinstance(event, SubscribeFailed):
@@ -1090,6 +1157,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     def _on_socket_end(self) -> None:
         self._is_open = False
         self._socket_scope = None
+        self._socket_group = None
+        self._writer_args = None
         self._outbox = []
         self._query_tokens.clear()
         for channel in self._channels.values():
@@ -1142,7 +1211,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         for channel in self._channels.values():
             for subscription in channel.subscribers:
                 subscription._finish(None)
-                subscription._receive.close()
+                subscription._close()
         self._channels.clear()
         for reauth in self._reauths:
             reauth.done.set()
@@ -1155,8 +1224,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if state is self._state:
             return
         self._state = state
-        if self._state_pulse is not None:
-            pulse, self._state_pulse = self._state_pulse, anyio.Event()
+        pulse, self._state_pulse = self._state_pulse, None
+        if pulse is not None:
             pulse.set()
 
     def _emit(self, event: ConnectionEvent) -> None:
@@ -1176,13 +1245,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return source if isinstance(source, str) else source()
 
     def _wake_writer(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-
-    async def _wait_writer(self) -> None:
-        assert self._wakeup is not None
-        await self._wakeup.wait()
-        self._wakeup = anyio.Event()
+        if self._writing or not self._is_open or not self._outbox:
+            return
+        group, args = self._socket_group, self._writer_args
+        if group is None or args is None:
+            return
+        self._writing = True
+        group.start_soon(self._writer, *args)
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         channel = self._channels.get(subscription.channel)
