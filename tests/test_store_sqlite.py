@@ -259,6 +259,7 @@ class TestLease:
 
 def test_initialisation_retries_a_locked_database(tmp_path: Path) -> None:
     """A "database is locked" while another process switches to WAL is retried, not raised."""
+
     class Flaky:
         def __init__(self) -> None:
             self.calls = 0
