@@ -64,7 +64,7 @@ class RenewalPolicy:
     jitter_fraction: float = 0.1
     max_hard_window: float = 30.0
     hard_fraction: float = 0.25
-    min_lifetime: float = 2.0
+    min_lifetime: float = 1.0
     max_lifetime: float = 86_400.0
     min_spacing: float = 5.0
     restore_margin: float = 600.0
