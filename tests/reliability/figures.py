@@ -1,0 +1,139 @@
+"""The figures of a reliability run: counters the tests add to, a JSON file, a summary.
+
+Tests add to the process-wide :data:`FIGURES` (through the ``figures`` fixture)::
+
+    figures.add("trials.sends", 200)
+    figures.add("messages.lost", len(lost))   # before asserting, so a failure still counts
+
+Counter names are dotted; the first part is the group the summary adds up:
+``trials``, ``faults``, ``fuzz`` (``fuzz.frames``, ``fuzz.bodies``), ``messages``
+(``messages.expected``, ``messages.lost``, ``messages.duplicates``), ``secrets``
+(``secrets.checked``, ``secrets.leaked``), ``records`` and ``tests``.
+
+When ``GIOSG_FIGURES=<path>`` is set, the session writes the counters to ``<path>`` as
+JSON at its end; ``python -m tests.reliability.figures <path>`` prints them and exits
+with status 1 if a message was lost or duplicated or a secret leaked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Final
+
+
+__all__ = ["FIGURES", "FIGURES_ENV", "Figures", "main", "summary"]
+
+#: Where the session writes its counters (unset: nowhere).
+FIGURES_ENV: Final = "GIOSG_FIGURES"
+
+#: The counters that must stay at zero.
+MUST_BE_ZERO: Final = ("messages.lost", "messages.duplicates", "secrets.leaked")
+
+
+class Figures:
+    """Thread-safe named counters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        """Add ``amount`` to the counter ``name`` (created at 0)."""
+        if "." not in name:
+            raise ValueError(f"counter names are dotted (group.name), not {name!r}")
+        with self._lock:
+            self._counts[name] += int(amount)
+
+    def get(self, name: str) -> int:
+        """The counter ``name`` (0 if never added to)."""
+        with self._lock:
+            return self._counts[name]
+
+    def group(self, prefix: str) -> int:
+        """The sum of every counter in the group ``prefix``."""
+        with self._lock:
+            return sum(v for k, v in self._counts.items() if k.split(".", 1)[0] == prefix)
+
+    def snapshot(self) -> dict[str, int]:
+        """A copy of every counter."""
+        with self._lock:
+            return dict(sorted(self._counts.items()))
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the counters to ``path`` as JSON (atomically)."""
+        target = Path(path)
+        temp = target.with_name(target.name + ".tmp")
+        temp.write_text(json.dumps(self.snapshot(), indent=2, sort_keys=True) + "\n")
+        os.replace(temp, target)
+
+
+#: The counters of this process.
+FIGURES = Figures()
+
+
+def _group(counts: dict[str, int], prefix: str) -> int:
+    return sum(v for k, v in counts.items() if k.split(".", 1)[0] == prefix)
+
+
+def summary(counts: dict[str, int], *, details: bool = True) -> str:
+    """The human-readable report of ``counts`` (as written by :meth:`Figures.write`)."""
+
+    def line(label: str, value: str) -> str:
+        return f"  {label:<34} {value}"
+
+    def number(value: int) -> str:
+        return f"{value:,}"
+
+    tests = (
+        f"{number(counts.get('tests.passed', 0))} passed, "
+        f"{number(counts.get('tests.failed', 0))} failed, "
+        f"{number(counts.get('tests.xfailed', 0))} xfailed (known bugs), "
+        f"{number(counts.get('tests.skipped', 0))} skipped"
+    )
+    rows = [
+        "giosg_visitor reliability figures",
+        line("tests", tests),
+        line("trials run", number(_group(counts, "trials"))),
+        line("faults injected", number(_group(counts, "faults"))),
+        line("frames fuzzed", number(counts.get("fuzz.frames", 0))),
+        line("bodies fuzzed", number(counts.get("fuzz.bodies", 0))),
+        line("messages checked", number(counts.get("messages.expected", 0))),
+        line("messages lost", number(counts.get("messages.lost", 0))),
+        line("duplicates", number(counts.get("messages.duplicates", 0))),
+        line("secrets checked", number(counts.get("secrets.checked", 0))),
+        line("log records/texts scanned", number(_group(counts, "records"))),
+        line("secrets leaked", number(counts.get("secrets.leaked", 0))),
+    ]
+    if details:
+        rows.append("  breakdown:")
+        for group in ("trials", "faults"):
+            for name, value in sorted(counts.items()):
+                if name.split(".", 1)[0] == group:
+                    rows.append(f"    {name:<40} {number(value)}")
+    bad = [name for name in MUST_BE_ZERO if counts.get(name, 0)]
+    rows.append("  verdict: " + ("FAIL (" + ", ".join(bad) + " not 0)" if bad else "OK"))
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the figures file given as the only argument; 1 if a must-be-zero is not."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m tests.reliability.figures <figures.json>", file=sys.stderr)
+        return 2
+    path = Path(args[0])
+    if not path.exists():
+        print(f"no figures at {path} (did the test session start?)", file=sys.stderr)
+        return 2
+    counts = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
+    print(summary(counts))
+    return 1 if any(counts.get(name, 0) for name in MUST_BE_ZERO) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
