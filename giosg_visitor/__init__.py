@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._auth import SessionState as SessionState
+from ._budget import RetryBudget as RetryBudget
 from ._clock import Clock as Clock, SystemClock as SystemClock
 from ._http import Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
@@ -116,6 +117,7 @@ __all__ = [
     "RenewalFailedError",
     "RenewalPolicy",
     "Resubscribed",
+    "RetryBudget",
     "RetryPolicy",
     "Room",
     "SQLiteStore",

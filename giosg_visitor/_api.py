@@ -23,9 +23,9 @@ from typing import Any, Final, final
 import httpx
 
 from ._clock import Clock
-from ._http import USER_AGENT, api_error, is_transient, map_http_errors, same_origin
+from ._http import USER_AGENT, api_error, map_http_errors, retry_delay, same_origin
 from ._renewal import RetryPolicy
-from .errors import GiosgError, ProtocolError, RateLimitError, UntrustedEndpointError
+from .errors import GiosgError, ProtocolError, UntrustedEndpointError
 from .models import ChatInfo, Membership, Message, OnlineUser, Room, decode_json_object
 
 
@@ -41,6 +41,8 @@ _MAX_PAGES: Final = 10_000
 
 #: Resolved URLs remembered per visitor (its chats, rooms and pages).
 _RESOLVED_CACHE: Final = 256
+#: Message ids of this visitor's sends remembered for read-back (see ``claim_sent``).
+_CLAIMED_CACHE: Final = 10_000
 
 
 @final
@@ -79,6 +81,8 @@ class VisitorAPI:
         self._retry = retry
         self._rng = rng
         self._resolved: dict[str, httpx.URL] = {}
+        # Insertion-ordered: the oldest claim is forgotten first.
+        self._claimed: dict[str, None] = {}
 
     # Paths ------------------------------------------------------------------------------
 
@@ -150,7 +154,31 @@ class VisitorAPI:
         """G: send a message. Never retried here (see the module docstring)."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
         data = await self._json("POST", path, body, retry=False)
-        return Message.from_api(data, chat_id=chat_id)
+        message = Message.from_api(data, chat_id=chat_id)
+        self.claim_sent(message.id)
+        return message
+
+    def now(self) -> float:
+        """The current UNIX time of this API's clock."""
+        return self._clock.time()
+
+    def claim_sent(self, message_id: str) -> bool:
+        """Remember ``message_id`` as the outcome of one of this visitor's sends.
+
+        A send whose response was lost reads the chat back and takes an unclaimed
+        message of its text: claiming keeps a repeated text ("ok", "ok") from taking
+        the earlier send's message. Returns ``False`` if it was claimed already.
+        """
+        if message_id in self._claimed:
+            return False
+        self._claimed[message_id] = None
+        if len(self._claimed) > _CLAIMED_CACHE:
+            del self._claimed[next(iter(self._claimed))]
+        return True
+
+    def is_claimed(self, message_id: str) -> bool:
+        """Whether ``message_id`` is the outcome of an earlier send (see :meth:`claim_sent`)."""
+        return message_id in self._claimed
 
     def list_memberships(self, chat_id: str) -> AsyncIterator[Membership]:
         """H: a chat's participants."""
@@ -203,21 +231,23 @@ class VisitorAPI:
         url = self._resolve(path_or_url)
         idempotent = method in ("GET", "PUT", "PATCH", "DELETE") if retry is None else retry
         started = self._clock.monotonic()
+        self._retry.budget.record_call()
         attempt = 0
         while True:
             attempt += 1
             try:
                 return await self._send_once(method, url, body)
             except GiosgError as exc:
-                if not idempotent or not is_transient(exc):
+                if not idempotent:
                     raise
-                delay = self._retry.delay(attempt, self._rng())
-                if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-                    if exc.retry_after > self._retry.max_retry_after:
-                        raise
-                    delay = max(delay, exc.retry_after)
-                spent = self._clock.monotonic() + delay - started
-                if attempt >= self._retry.max_attempts or spent > self._retry.deadline:
+                delay = retry_delay(
+                    self._retry,
+                    exc,
+                    attempt=attempt,
+                    draw=self._rng(),
+                    elapsed=self._clock.monotonic() - started,
+                )
+                if delay is None:
                     raise
                 logger.info(
                     "%s %s failed (%s); retry %d in %.2fs",

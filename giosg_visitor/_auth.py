@@ -23,7 +23,7 @@ import attrs
 import httpx
 
 from ._clock import Clock
-from ._http import USER_AGENT, api_error, is_transient, map_http_errors
+from ._http import USER_AGENT, api_error, is_transient, map_http_errors, server_wait
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
@@ -31,7 +31,6 @@ from .errors import (
     GiosgError,
     InvalidSecretError,
     ProtocolError,
-    RateLimitError,
     RenewalFailedError,
     SessionExpiredError,
     TransportTimeoutError,
@@ -259,6 +258,7 @@ class VisitorSession:
 
     async def _attempts(self, *, background: bool) -> Token:
         started = self._clock.monotonic()
+        self._retry.budget.record_call()
         attempt = 0
         while True:
             attempt += 1
@@ -269,10 +269,11 @@ class VisitorSession:
                 if not is_transient(exc):
                     raise
                 delay = self._retry.delay(attempt, self._rng())
-                if isinstance(exc, RateLimitError) and exc.retry_after is not None:
-                    if exc.retry_after > self._retry.max_retry_after and not background:
+                wait = server_wait(exc)
+                if wait is not None:
+                    if wait > self._retry.max_retry_after and not background:
                         raise
-                    delay = max(delay, min(exc.retry_after, self._retry.max_retry_after))
+                    delay = max(delay, min(wait, self._retry.max_retry_after))
                 now = self._clock.monotonic()
                 if not self._may_retry(attempt, started, now + delay, background=background):
                     if self._token is None:
@@ -290,9 +291,15 @@ class VisitorSession:
 
     def _may_retry(self, attempt: int, started: float, next_at: float, *, background: bool) -> bool:
         if background and self._token is not None:
-            # The old token still works: keep trying (quietly) until it expires.
+            # The old token still works: keep trying (quietly, one visitor at a time, on
+            # the backoff schedule) until it expires. Not charged to the retry budget:
+            # giving up here would end a session that still has a working token.
             return next_at < self._token.times.expires_at
-        return attempt < self._retry.max_attempts and next_at - started <= self._retry.deadline
+        return (
+            attempt < self._retry.max_attempts
+            and next_at - started <= self._retry.deadline
+            and self._retry.budget.try_retry()
+        )
 
     async def _respect_spacing(self) -> None:
         """Never start renewals closer together than the policy allows (no renew loop)."""

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
-from ._renewal import parse_retry_after
+from ._renewal import RetryPolicy, parse_retry_after
 from .errors import (
     APIError,
     AuthenticationError,
@@ -41,7 +42,11 @@ __all__ = [
     "is_loopback_host",
     "map_http_errors",
     "response_body",
+    "retry_delay",
+    "server_wait",
 ]
+
+logger = logging.getLogger("giosg_visitor")
 
 DEFAULT_BASE_URL: Final = "https://service.giosg.com"
 USER_AGENT: Final = "giosg-visitor-python"
@@ -172,7 +177,7 @@ def api_error(response: httpx.Response, *, now: float) -> APIError:
     if status == 429:
         return RateLimitError(message, retry_after=retry_after(response, now=now), **kwargs)
     if status >= 500:
-        return ServerError(message, **kwargs)
+        return ServerError(message, retry_after=retry_after(response, now=now), **kwargs)
     return APIError(message, **kwargs)
 
 
@@ -193,6 +198,56 @@ def map_http_errors(what: str) -> Iterator[None]:
         raise TransportError(f"{what}: {type(exc).__name__}") from exc
     except httpx.InvalidURL as exc:
         raise UntrustedEndpointError(f"{what}: invalid URL") from exc
+
+
+def server_wait(error: BaseException) -> float | None:
+    """The ``Retry-After`` of a 429 or 5xx error in seconds, if the server sent one."""
+    if isinstance(error, RateLimitError | ServerError):
+        return error.retry_after
+    return None
+
+
+def retry_delay(
+    policy: RetryPolicy,
+    error: GiosgError,
+    *,
+    attempt: int,
+    draw: float,
+    elapsed: float,
+    transient: Callable[[BaseException], bool] | None = None,
+) -> float | None:
+    """Seconds to wait before retrying a failed call, or ``None`` to raise ``error``.
+
+    The one rule for every retry loop of the SDK (API calls, auth, token endpoints):
+    transient errors only, at most ``max_attempts``, a full-jitter delay that is never
+    shorter than the server's ``Retry-After`` (and not waited for when it is longer than
+    ``max_retry_after``), within the per-call ``deadline``, and only while the
+    :class:`~giosg_visitor.RetryBudget` allows (checked last, so that a retry refused
+    for another reason spends nothing).
+
+    Args:
+        policy: The retry policy.
+        error: The failure of attempt number ``attempt``.
+        attempt: 1 after the first attempt failed.
+        draw: A random number in ``[0, 1)`` for the jitter.
+        elapsed: Seconds the call has spent so far.
+        transient: Which errors are worth retrying (:func:`is_transient` by default;
+            token endpoints add their RFC 6749 codes).
+    """
+    if not (transient or is_transient)(error) or attempt >= policy.max_attempts:
+        return None
+    delay = policy.delay(attempt, draw)
+    wait = server_wait(error)
+    if wait is not None:
+        if wait > policy.max_retry_after:
+            return None
+        delay = max(delay, wait)
+    if elapsed + delay > policy.deadline:
+        return None
+    if not policy.budget.try_retry():
+        logger.info("retry budget spent; not retrying (%s)", type(error).__name__)
+        return None
+    return delay
 
 
 def is_transient(error: BaseException) -> bool:

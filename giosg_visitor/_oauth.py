@@ -227,7 +227,8 @@ def parse_token_response(
         wait = parse_retry_after(retry_after, now=now)
         raise RateLimitError(f"{where} -> 429", body=body, retry_after=wait, **kwargs)
     if status_code >= 500:
-        raise ServerError(f"{where} -> {status_code}", body=body, **kwargs)
+        wait = parse_retry_after(retry_after, now=now)
+        raise ServerError(f"{where} -> {status_code}", body=body, retry_after=wait, **kwargs)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, str) and error:
         description = body.get("error_description") if isinstance(body, dict) else None

@@ -14,16 +14,17 @@ It never drops a record and never raises.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from typing import Final, final
+from collections.abc import Iterable, Mapping
+from typing import Any, Final, final
 
-from ._secret import live_secret_values, secret_forms
+from ._secret import SecretMatcher, live_secret_matcher, secret_forms
 
 
-__all__ = ["MASK", "RedactingFilter", "redact"]
+__all__ = ["MASK", "RedactingFilter", "redact", "redact_json"]
 
 #: What a secret is replaced with.
 MASK: Final = "***"
+_MAX_DEPTH: Final = 100
 
 
 def redact(text: str, secrets: Iterable[str] | None = None) -> str:
@@ -37,18 +38,38 @@ def redact(text: str, secrets: Iterable[str] | None = None) -> str:
     Returns:
         The cleaned text (``text`` itself when nothing matched).
     """
-    values = live_secret_values() if secrets is None else list(secrets)
-    if not values or not text:
+    if not text:
         return text
-    forms: set[str] = set()
-    for value in values:
-        if value:
-            forms |= secret_forms(value)
-    # Longest first, so a form that contains another is replaced whole.
-    for form in sorted(forms, key=len, reverse=True):
-        if form in text:
-            text = text.replace(form, MASK)
-    return text
+    if secrets is None:
+        return live_secret_matcher().redact(text, MASK)
+    forms = (form for value in secrets if value for form in secret_forms(value))
+    return SecretMatcher(forms).redact(text, MASK)
+
+
+def redact_json(value: Any) -> Any:
+    """A copy of a decoded JSON value with every live secret masked in its strings.
+
+    Keys and values of objects, items of arrays and plain strings are cleaned; other
+    values are returned as they are. Used on error bodies, which servers fill with the
+    rejected input (DRF: ``{"visitor_secret_id": ["Invalid pk \"...\""]}``).
+    """
+    matcher = live_secret_matcher()
+    if not matcher:
+        return value
+
+    def clean(item: Any, depth: int) -> Any:
+        if isinstance(item, str):
+            return matcher.redact(item, MASK)
+        if depth > _MAX_DEPTH:
+            # Deeper than any real error body: drop it rather than recurse without end.
+            return None
+        if isinstance(item, Mapping):
+            return {clean(k, depth + 1): clean(v, depth + 1) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return [clean(v, depth + 1) for v in item]
+        return item
+
+    return clean(value, 0)
 
 
 @final
@@ -65,22 +86,22 @@ class RedactingFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Clean ``record`` in place and let it through."""
-        values = live_secret_values()
-        if not values:
+        matcher = live_secret_matcher()
+        if not matcher:
             return True
         try:
             message = record.getMessage()
         except Exception:
             # Bad format arguments: show neither the template nor the arguments.
             message = "<log message could not be formatted>"
-        cleaned = redact(message, values)
+        cleaned = matcher.redact(message, MASK)
         if cleaned != message or record.args:
             record.msg = cleaned
             record.args = ()
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text, values)
+            record.exc_text = matcher.redact(record.exc_text, MASK)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info, values)
+            record.stack_info = matcher.redact(record.stack_info, MASK)
         return True

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 import attrs
 
+from ._budget import PROCESS_RETRY_BUDGET, RetryBudget
+
 
 __all__ = [
     "RenewalPolicy",
@@ -172,6 +174,9 @@ class RetryPolicy:
         max_attempts: Attempts in all (the first try included).
         deadline: Seconds a whole call may spend retrying.
         max_retry_after: A ``Retry-After`` longer than this is not waited for in a call.
+        budget: The :class:`~giosg_visitor.RetryBudget` every retry draws on: the
+            process-wide one unless given another (a server that fails everything gets
+            at most 20 retries plus 10 % of the calls, not ``max_attempts`` per call).
     """
 
     first_delay: float = 0.5
@@ -180,6 +185,7 @@ class RetryPolicy:
     max_attempts: int = 4
     deadline: float = 30.0
     max_retry_after: float = 60.0
+    budget: RetryBudget = attrs.field(default=PROCESS_RETRY_BUDGET, eq=False, repr=False)
 
     def delay(self, attempt: int, draw: float) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based), full jitter.

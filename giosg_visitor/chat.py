@@ -33,6 +33,11 @@ logger = logging.getLogger("giosg_visitor.chat")
 
 #: Backfill attempts after a reconnect before the stream reports the failure upward.
 _BACKFILL_ATTEMPTS: Final = 5
+#: How far the server's clock may be behind ours, seconds. The API has no idempotency key
+#: (``giosg-visitor-api.md``), so a send with a lost response is matched on read-back by
+#: text, sender, being unclaimed, and ``created_at`` no earlier than the send's start
+#: minus this margin: an older message of the same text is never taken for it.
+READ_BACK_CLOCK_SKEW: Final = 120.0
 
 
 @final
@@ -131,11 +136,12 @@ class Chat:
             raise MessageTooLongError(len(text), MAX_MESSAGE_LENGTH)
         if self.is_ended:
             raise ChatEndedError(f"chat {self.id} has ended", status_code=0, method="POST", url="")
+        started = self._api.now()
         try:
             return await self._api.send_message(self.id, {"type": "msg", "message": text})
         except TransportError:
             # The request may or may not have been processed: read back, don't resend.
-            found = await self._find_sent(text)
+            found = await self._find_sent(text, since=started - READ_BACK_CLOCK_SKEW)
             if found is not None:
                 return found
             raise
@@ -152,15 +158,27 @@ class Chat:
                     ) from exc
             raise
 
-    async def _find_sent(self, text: str) -> Message | None:
-        """The newest visitor message with this text, if the server has it."""
+    async def _find_sent(self, text: str, *, since: float) -> Message | None:
+        """The message a send with a lost response created, if the server has it.
+
+        The newest visitor message with this text that no earlier send has claimed and
+        that was not created before ``since`` (UNIX time); claimed at once, with no
+        checkpoint in between, so two concurrent sends of one text take one each.
+        """
         latest: Message | None = None
         try:
             async for message in self._api.list_messages(self.id):
-                if message.is_from_visitor and message.message == text:
+                if (
+                    message.is_from_visitor
+                    and message.message == text
+                    and not self._api.is_claimed(message.id)
+                    and (message.created_at is None or message.created_at.timestamp() >= since)
+                ):
                     latest = message
         except GiosgError:
             return None
+        if latest is not None:
+            self._api.claim_sent(latest.id)
         return latest
 
     async def history(self) -> list[Message]:

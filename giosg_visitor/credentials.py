@@ -27,7 +27,7 @@ import attrs
 import httpx
 
 from ._clock import Clock, SystemClock
-from ._http import check_credential_url, map_http_errors
+from ._http import check_credential_url, map_http_errors, retry_delay
 from ._oauth import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_REFRESH_TOKEN,
@@ -45,7 +45,6 @@ from .errors import (
     AuthenticationError,
     GiosgError,
     InvalidGrantError,
-    RateLimitError,
     RenewalFailedError,
     TransportError,
 )
@@ -606,6 +605,7 @@ class ClientCredentials(httpx.Auth):
             GRANT_REFRESH_TOKEN if refresh_token is not None else GRANT_CLIENT_CREDENTIALS
         )
         started = self._clock.monotonic()
+        self._retry.budget.record_call()
         attempt = 0
         while True:
             attempt += 1
@@ -668,16 +668,14 @@ class ClientCredentials(httpx.Auth):
 
     def _retry_delay(self, error: GiosgError, attempt: int, started: float) -> float | None:
         """Seconds to wait before trying again, or ``None`` to give up."""
-        if not is_transient(error) or attempt >= self._retry.max_attempts:
-            return None
-        delay = self._retry.delay(attempt, self._rng())
-        if isinstance(error, RateLimitError) and error.retry_after is not None:
-            if error.retry_after > self._retry.max_retry_after:
-                return None
-            delay = max(delay, error.retry_after)
-        if self._clock.monotonic() + delay - started > self._retry.deadline:
-            return None
-        return delay
+        return retry_delay(
+            self._retry,
+            error,
+            attempt=attempt,
+            draw=self._rng(),
+            elapsed=self._clock.monotonic() - started,
+            transient=is_transient,
+        )
 
     def _make_token(
         self,

@@ -9,13 +9,16 @@ Misuse of the API (wrong argument types, a closed client) raises the builtin
 
 No exception message or attribute ever contains a secret (visitor secret, access token,
 client secret, refresh token): URLs carried here are the request URLs, which never hold
-credentials.
+credentials, and what a server sends back (an error body, a close reason) is masked for
+every live secret when the error is made, because servers echo rejected values.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+
+from ._redact import redact, redact_json
 
 
 __all__ = [
@@ -108,11 +111,11 @@ class APIError(GiosgError):
         url: str = "",
         body: Any = None,
     ) -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.status_code = status_code
         self.method = method
         self.url = url
-        self.body = body
+        self.body = redact_json(body)
 
     @property
     def detail(self) -> str | None:
@@ -154,7 +157,24 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
-    """5xx: the server failed. Retryable for idempotent calls."""
+    """5xx: the server failed. Retryable for idempotent calls.
+
+    ``retry_after`` is the server's wait in seconds when it sent ``Retry-After`` (RFC 9110
+    allows it on 503); retries wait at least that long.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 500,
+        method: str = "",
+        url: str = "",
+        body: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status_code=status_code, method=method, url=url, body=body)
+        self.retry_after = retry_after
 
 
 class ChatEndedError(APIError):
@@ -265,9 +285,9 @@ class ConnectionClosedError(RealtimeError):
     """The socket closed and will not be reopened. ``code``/``reason`` are the close frame's."""
 
     def __init__(self, message: str, *, code: int | None = None, reason: str = "") -> None:
-        super().__init__(message)
+        super().__init__(redact(message))
         self.code = code
-        self.reason = reason
+        self.reason = redact(reason)
 
 
 class SubscriptionError(RealtimeError):

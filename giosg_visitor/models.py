@@ -9,6 +9,7 @@ be a secret).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -53,7 +54,32 @@ def parse_datetime(value: Any, *, field: str = "datetime") -> datetime | None:
         raise ProtocolError(f"{field}: not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-01:00 is valid ISO 8601 but past datetime.max in UTC.
+        raise ProtocolError(f"{field}: timestamp out of range") from None
+
+
+def _stored_times(data: Mapping[str, Any], *, where: str) -> tuple[float, float]:
+    """A stored record's ``expires_at`` and ``lifetime`` as finite floats.
+
+    A store file is input like any other: ``10**400``, ``NaN`` or ``true`` there is a
+    malformed record (:class:`ProtocolError`), never an ``OverflowError`` from ``float()``.
+    """
+    times: list[float] = []
+    for name in ("expires_at", "lifetime"):
+        value = data.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ProtocolError(f"{where}: {name} must be a number")
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise ProtocolError(f"{where}: {name} must be a finite number")
+        times.append(number)
+    return times[0], times[1]
 
 
 def _require_str(data: Mapping[str, Any], name: str, *, where: str) -> str:
@@ -188,18 +214,15 @@ class OrganizationSession:
         where = "stored session"
         if not isinstance(data, Mapping):
             raise ProtocolError(f"{where}: expected an object")
-        expires_at = data.get("expires_at")
-        lifetime = data.get("lifetime")
-        if not isinstance(expires_at, int | float) or not isinstance(lifetime, int | float):
-            raise ProtocolError(f"{where}: expires_at and lifetime must be numbers")
+        expires_at, lifetime = _stored_times(data, where=where)
         extra = data.get("extra") or {}
         return cls(
             organization_id=_require_str(data, "organization_id", where=where),
             visitor_id=_require_str(data, "visitor_id", where=where),
             socket_url=_require_str(data, "socket_url", where=where),
             access_token=Secret(_require_str(data, "access_token", where=where)),
-            expires_at=float(expires_at),
-            lifetime=float(lifetime),
+            expires_at=expires_at,
+            lifetime=lifetime,
             extra=_freeze(extra if isinstance(extra, Mapping) else {}),
         )
 
@@ -246,17 +269,15 @@ class StoredToken:
         where = "stored token"
         if not isinstance(data, Mapping):
             raise ProtocolError(f"{where}: expected an object")
-        expires_at, lifetime = data.get("expires_at"), data.get("lifetime")
-        if not isinstance(expires_at, int | float) or not isinstance(lifetime, int | float):
-            raise ProtocolError(f"{where}: expires_at and lifetime must be numbers")
+        expires_at, lifetime = _stored_times(data, where=where)
         refresh = data.get("refresh_token")
         scope = data.get("scope")
         token_type = data.get("token_type")
         return cls(
             access_token=Secret(_require_str(data, "access_token", where=where)),
             refresh_token=Secret(refresh) if isinstance(refresh, str) and refresh else None,
-            expires_at=float(expires_at),
-            lifetime=float(lifetime),
+            expires_at=expires_at,
+            lifetime=lifetime,
             token_type=token_type if isinstance(token_type, str) else "Bearer",
             scope=scope if isinstance(scope, str) else None,
         )

@@ -6,7 +6,19 @@ from collections.abc import Iterator
 
 import pytest
 
+from giosg_visitor._budget import PROCESS_RETRY_BUDGET
+
 from .redis_server import RedisUnavailable, redis_server, unavailable
+
+
+@pytest.fixture(autouse=True)
+def _full_retry_budget() -> None:
+    """Every test starts with the process-wide retry budget full, as a fresh process does.
+
+    The budget is shared by design (T22); without this, a test that exhausts it against
+    a failing fake would change what the next test sees.
+    """
+    PROCESS_RETRY_BUDGET.reset()
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import pickle
 import traceback
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import anyio
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from giosg_visitor import (
     AuthSession,
@@ -18,6 +20,7 @@ from giosg_visitor import (
     Secret,
     Visitor,
 )
+from giosg_visitor._redact import redact
 from giosg_visitor._secret import secret_forms
 from giosg_visitor.testing import FakeGiosg
 
@@ -128,3 +131,40 @@ def test_auth_session_repr_hides_secrets() -> None:
     assert "8a60b202474547dbb8ce19737e4c166f" in text
     assert "canary" not in text
     assert session.extra == {"minimal_bar_version": 3}
+
+
+@pytest.mark.parametrize("count", [1, 3, 200])
+def test_the_matcher_masks_every_form_whether_searched_directly_or_through_its_index(
+    count: int,
+) -> None:
+    """Few secrets are searched one by one, many through a prefix index: same result."""
+    values = [f"s{i:03d}-Zq9/+x=={i}" for i in range(count)]
+    forms = sorted(set().union(*(secret_forms(v) for v in values)))
+
+    @settings(max_examples=60, deadline=None)
+    @given(
+        st.lists(
+            st.one_of(st.sampled_from(forms), st.text(max_size=8)),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    def check(pieces: list[str]) -> None:
+        text = "|".join(pieces)
+        cleaned = redact(text, values)
+        for form in forms:
+            assert form not in cleaned
+        if not any(form in text for form in forms):
+            assert cleaned == text
+
+    check()
+
+
+def test_the_live_matcher_follows_secrets_as_they_come_and_go() -> None:
+    """A new secret is masked at once; a collected one no longer is."""
+    value = "live-matcher-canary-Zq9x"
+    secret = Secret(value)
+    assert redact(f"a {value} b") == "a *** b"
+    del secret
+    gc.collect()
+    assert redact(f"a {value} b") == f"a {value} b"

@@ -32,12 +32,13 @@ from websockets.exceptions import (
     ConnectionClosed,
     InvalidStatus,
     InvalidURI,
+    ProtocolError as WebSocketProtocolError,
     WebSocketException,
 )
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
 
-from giosg_visitor._redact import RedactingFilter
+from giosg_visitor._redact import RedactingFilter, redact
 from giosg_visitor._renewal import parse_retry_after
 from giosg_visitor.errors import (
     ConnectionClosedError,
@@ -205,7 +206,7 @@ class WebSocketTransport:
             mapped = self._map_open_error(exc)
             if mapped is exc:
                 raise
-            raise mapped from exc
+            raise mapped from _safe_cause(exc)
         socket = _WebSocket(ws, backend=backend, close_timeout=close_timeout)
         try:
             yield socket
@@ -291,13 +292,13 @@ class _WebSocket:
         try:
             await self._ws.send(text)
         except Exception as exc:
-            raise _map_io_error(exc) from exc
+            raise _map_io_error(exc) from _safe_cause(exc)
 
     async def recv(self) -> str:
         try:
             message = await self._ws.recv()
         except Exception as exc:
-            raise _map_io_error(exc) from exc
+            raise _map_io_error(exc) from _safe_cause(exc)
         if isinstance(message, str):
             return message
         raise BinaryFrameError(f"binary frame of {len(message)} bytes")
@@ -319,7 +320,7 @@ class _WebSocket:
         except ConnectionClosedError:
             raise
         except Exception as exc:
-            raise _map_io_error(exc) from exc
+            raise _map_io_error(exc) from _safe_cause(exc)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed:
@@ -349,6 +350,16 @@ class _WebSocket:
                 await asyncio.sleep(0)
         except Exception:  # aborting a socket that is already gone
             pass
+
+
+def _safe_cause(exc: Exception) -> Exception | None:
+    """The cause to chain to a translated error, or ``None`` to hide it.
+
+    websockets' ``ConnectionClosed`` quotes the close reason in its message, and servers
+    echo rejected tokens there; the translated error carries the code and the masked
+    reason, so the original adds nothing but the risk.
+    """
+    return None if isinstance(exc, ConnectionClosed) else exc
 
 
 def _closed_error(exc: ConnectionClosed) -> ConnectionClosedError:
@@ -410,21 +421,40 @@ def current_backend() -> Literal["asyncio", "trio"]:
     raise RuntimeError(f"unsupported async library: {library}")
 
 
-class _FramePayloadFilter(logging.Filter):
-    """Replace data-frame arguments of websockets' DEBUG lines with their length only."""
+class FrameLogFilter(logging.Filter):
+    """Rewrite the frames in websockets' DEBUG lines before they are formatted.
+
+    Data frames are shown by their length only (``sub`` frames hold tokens) unless
+    ``show_data``; close frames are printed with the reason masked whole.
+    """
+
+    def __init__(self, *, show_data: bool = False) -> None:
+        super().__init__()
+        self._show_data = show_data
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(args, tuple) and any(isinstance(arg, Frame) for arg in args):
-            record.args = tuple(_hide_payload(arg) for arg in args)
+            record.args = tuple(_hide_payload(arg, self._show_data) for arg in args)
         return True
 
 
-def _hide_payload(arg: object) -> object:
-    if isinstance(arg, Frame) and arg.opcode in _DATA_OPCODES:
+def _hide_payload(arg: object, show_data: bool) -> object:
+    if not isinstance(arg, Frame):
+        return arg
+    if arg.opcode in _DATA_OPCODES and not show_data:
         return f"{arg.opcode.name} [{len(arg.data)} bytes, payload not logged]"
+    if arg.opcode is Opcode.CLOSE:
+        # websockets elides the middle of a long frame ("abc...xyz"), which would leave
+        # the two ends of an echoed token where redaction cannot recognise them: mask the
+        # reason whole, then print it.
+        try:
+            close = Close.parse(arg.data)
+        except (WebSocketProtocolError, UnicodeDecodeError):
+            return f"CLOSE [{len(arg.data)} bytes, malformed]"
+        return f"CLOSE {Close(close.code, redact(close.reason))}"
     return arg
 
 
-WEBSOCKETS_LOGGER.addFilter(_FramePayloadFilter())
+WEBSOCKETS_LOGGER.addFilter(FrameLogFilter())
 WEBSOCKETS_LOGGER.addFilter(RedactingFilter())

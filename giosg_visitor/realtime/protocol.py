@@ -33,7 +33,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, TypeAlias, TypeGuard, final
+from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeGuard, final
 
 import attrs
 
@@ -152,6 +152,11 @@ class RealtimeProtocol:
             f"<RealtimeProtocol framing={self.framing} pending_queries={len(self._queries)}"
             f" outgoing={len(self._outgoing)}>"
         )
+
+    def __reduce__(self) -> NoReturn:
+        # The outgoing buffer holds ``sub`` frames, and those hold access tokens; a
+        # protocol state is tied to one live socket anyway, so nothing is lost.
+        raise TypeError("a RealtimeProtocol cannot be pickled (queued frames hold tokens)")
 
     @property
     def next_query(self) -> int:

@@ -62,12 +62,14 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from giosg_visitor._redact import RedactingFilter
+from giosg_visitor.realtime._transport import FrameLogFilter
 
 
 __all__ = ["DropMode", "MessageRouter", "ReceivedFrame", "RouterClient"]
 
 logger = logging.getLogger("giosg_visitor.testing.router")
 # The fake sees tokens in every ``sub``: keep them out of its (websockets) DEBUG logs too.
+logger.addFilter(FrameLogFilter(show_data=True))
 logger.addFilter(RedactingFilter())
 
 #: How :meth:`MessageRouter.drop_all` drops connections.

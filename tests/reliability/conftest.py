@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if not report.nodeid.startswith("tests/reliability/"):
+    whole = os.environ.get("GIOSG_RELIABILITY_WHOLE") == "1"
+    if not whole and not report.nodeid.startswith("tests/reliability/"):
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         if hasattr(report, "wasxfail"):

@@ -1,0 +1,165 @@
+"""T23: no duplicate chat messages when a send's response is lost.
+
+``Chat.send`` never resends blindly: when the outcome is unknown it reads the chat back.
+In-process (virtual time) with a fault layer that lets the server process the POST and
+then drops the answer (30 %), or drops the request before the server sees it (10 %), and
+makes 10 % of the read-backs fail with 503 (retried); plus a short run over real sockets
+with the fake's own connection resets. The single-send case is in
+``tests/test_chat_e2e.py`` (README.md).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import httpx
+import pytest
+
+from giosg_visitor import GiosgError, MemoryStore, Message, TransportError, Visitor
+from giosg_visitor.chat import READ_BACK_CLOCK_SKEW
+from giosg_visitor.testing import FakeGiosg
+
+from .._helpers import FAST_RETRY, ORG_ID
+from ._clock import VirtualClock
+from ._support import FaultOdds, FlakyTransport, virtual_fake
+from .figures import Figures
+
+
+ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
+SEND = FaultOdds(reset_after=0.30, reset_before=0.10)
+READ_BACK = FaultOdds(status_503=0.10)
+
+
+def _odds(request: httpx.Request) -> FaultOdds | None:
+    if not request.url.path.endswith("/messages"):
+        return None
+    return SEND if request.method == "POST" else READ_BACK
+
+
+async def _sends(texts: list[str], seed: int, figures: Figures) -> None:
+    transports: list[FlakyTransport] = []
+
+    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+        flaky = FlakyTransport(inner, clock=clock, rng=random.Random(seed), odds=_odds)
+        transports.append(flaky)
+        return flaky
+
+    outcomes: list[Message | GiosgError] = []
+    async with virtual_fake(wrap=wrap) as world, world.visitor() as visitor:
+        chat = await visitor.start_chat(ROOM_ID, join_room=False)
+        async with world.clock.autojump():
+            for text in texts:
+                try:
+                    outcomes.append(await chat.send(text))
+                except GiosgError as exc:
+                    outcomes.append(exc)
+        stored = [m for m in await world.giosg.messages(chat.id) if m["sender_type"] == "visitor"]
+    injected = sum(transports[0].injected.values())
+    stored_ids = {m["id"] for m in stored}
+    returned = [o for o in outcomes if isinstance(o, Message)]
+    # Duplicates: server copies beyond one per send() of that text.
+    sends = Counter(texts)
+    copies = Counter(m["message"] for m in stored)
+    duplicates = sum(max(0, copies[text] - sends[text]) for text in copies)
+    # Lost: sends that claim delivery without a stored message of their own (a message
+    # claimed twice, or one the server does not have).
+    lost = len(returned) - len({m.id for m in returned} & stored_ids)
+    figures.add("trials.sends", len(texts))
+    figures.add("faults.send", injected)
+    figures.add("messages.expected", len(returned))
+    figures.add("messages.duplicates", duplicates)
+    figures.add("messages.lost", lost)
+    assert injected >= len(texts) // 4
+    assert (duplicates, lost) == (0, 0)
+    for text, outcome in zip(texts, outcomes, strict=True):
+        if isinstance(outcome, Message):
+            assert outcome.message == text
+    assert len(stored) == len(returned), "a send raised although its message was stored"
+
+
+async def test_lost_responses_never_duplicate_a_message(figures: Figures) -> None:
+    """T23: 200 sends, 30 % processed-then-lost, 10 % lost before: one copy per send."""
+    await _sends([f"message {i:04d}" for i in range(200)], seed=23, figures=figures)
+
+
+@pytest.mark.slow
+async def test_lost_responses_never_duplicate_a_message_long(figures: Figures) -> None:
+    """T23 (long): 10,000 sends with the same fault odds."""
+    await _sends([f"message {i:05d}" for i in range(10_000)], seed=10_000, figures=figures)
+
+
+async def test_lost_responses_of_repeated_texts_never_claim_an_old_message(
+    figures: Figures,
+) -> None:
+    """T23: a bot saying "ok" again: a send that never reached the server must not return
+    the previous "ok" as if it had been delivered."""
+    rng = random.Random(7)
+    texts = [rng.choice(["ok", "yes", "thanks"]) for _ in range(60)]
+    await _sends(texts, seed=5, figures=figures)
+
+
+async def test_an_older_message_of_the_same_text_is_not_taken_for_a_lost_send() -> None:
+    """T23: a new process (no claims) whose "ok" never reached the server: the "ok" sent
+    three minutes earlier is not returned as if it were this send's."""
+    lose = {"posts": False}
+
+    def odds(request: httpx.Request) -> FaultOdds | None:
+        if lose["posts"] and request.method == "POST" and request.url.path.endswith("/messages"):
+            return FaultOdds(reset_before=1.0)
+        return None
+
+    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+        return FlakyTransport(inner, clock=clock, rng=random.Random(1), odds=odds)
+
+    store = MemoryStore()
+    async with virtual_fake(wrap=wrap) as world:
+        async with world.visitor(store=store) as visitor:
+            chat = await visitor.start_chat(ROOM_ID, join_room=False)
+            first = await chat.send("ok")
+        await world.clock.advance(READ_BACK_CLOCK_SKEW + 60)
+        lose["posts"] = True
+        async with world.visitor(store=store) as visitor:
+            again = await visitor.chat(chat.id)
+            with pytest.raises(TransportError):
+                await again.send("ok")
+        stored = [m for m in await world.giosg.messages(chat.id) if m["sender_type"] == "visitor"]
+    assert [m["id"] for m in stored] == [first.id]
+
+
+async def test_lost_responses_over_real_sockets(giosg: FakeGiosg, figures: Figures) -> None:
+    """T23: 20 sends over real sockets, 6 of them reset after processing, 2 before."""
+    rng = random.Random(20)
+    plan = ["after"] * 6 + ["before"] * 2 + ["none"] * 12
+    rng.shuffle(plan)
+    outcomes: list[Message | GiosgError] = []
+    async with Visitor(ORG_ID, base_url=giosg.base_url, retry=FAST_RETRY) as visitor:
+        chat = await visitor.start_chat(ROOM_ID, join_room=False)
+        for i, fault in enumerate(plan):
+            if fault != "none":
+                giosg.inject(
+                    endpoint="api",
+                    reset=True,
+                    after_processing=fault == "after",
+                    path_contains=f"{chat.id}/messages",
+                )
+            try:
+                outcomes.append(await chat.send(f"real {i:02d}"))
+            except GiosgError as exc:
+                outcomes.append(exc)
+        stored = [m for m in await giosg.messages(chat.id) if m["sender_type"] == "visitor"]
+    copies = Counter(m["message"] for m in stored)
+    duplicates = sum(n - 1 for n in copies.values())
+    figures.add("trials.sends", len(plan))
+    figures.add("messages.expected", len(stored))
+    figures.add("messages.duplicates", duplicates)
+    assert duplicates == 0
+    for i, (fault, outcome) in enumerate(zip(plan, outcomes, strict=True)):
+        text = f"real {i:02d}"
+        if fault == "before":
+            assert isinstance(outcome, GiosgError), text
+            assert copies[text] == 0
+        else:
+            assert isinstance(outcome, Message), text
+            assert outcome.message == text
+            assert copies[text] == 1
