@@ -109,8 +109,10 @@ _KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
 #: Jitter and SockJS session ids (a Random() is 2.5 KiB: not one per connection).
 _SHARED_RNG: Final = random.Random()
-#: A subscription's consumer, and the read loop, yield at least once per this many items.
+#: A subscription's consumer yields at least once per this many items.
 _CHECKPOINT_EVERY: Final = 64
+#: The read loop yields at least once per this many frames (at most max_buffer / 2).
+_READER_PACE: Final = 32
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
 
@@ -306,9 +308,12 @@ class Subscription:
             return _Delivery.GAP
         items.append(event)
         self._last_was_marker = False
-        if self._waiter is not None:
-            self._waiter.set()
-        return _Delivery.DELIVERED
+        waiter = self._waiter
+        if waiter is not None:
+            # Wake the consumer once; it finds everything queued until it runs.
+            self._waiter = None
+            waiter.set()
+        return _DELIVERED
 
     def _mark(self, marker: Resubscribed | Gap) -> None:
         if self._finished:
@@ -880,12 +885,16 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
         # Only SockJS keepalive and the idle watchdog look at receive times.
         sockjs = self._framing == "sockjs"
-        pace = max(1, min(_CHECKPOINT_EVERY, self._max_buffer // 2))
+        pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
+        recv = socket.recv
+        receive = protocol.receive_notification
+        channels = self._channels
+        checkpoint = anyio.lowlevel.checkpoint
         try:
             while True:
                 try:
-                    text = await socket.recv()
+                    text = await recv()
                 except BinaryFrameError:
                     self._stats.binary_frames += 1
                     self._touch()
@@ -893,19 +902,19 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     continue
                 if sockjs:
                     self._touch()
-                protocol.receive_text(text)
-                for event in protocol.events_received():
-                    if type(event) is Change:
-                        # The hot path, inlined: route a notification to its subscribers.
-                        channel = self._channels.get(event.channel)
-                        if channel is None:
-                            self._stats.unrouted += 1
-                            continue
+                change = receive(text)
+                if change is not None:
+                    # The hot path: one notification, routed to its subscribers.
+                    channel = channels.get(change.channel)
+                    if channel is None:
+                        self._stats.unrouted += 1
+                    else:
                         for subscription in channel.subscribers:
-                            outcome = subscription._deliver(event)
+                            outcome = subscription._deliver(change)
                             if outcome is not _DELIVERED:
                                 self._undelivered(channel, outcome)
-                    else:
+                else:
+                    for event in protocol.events_received():
                         self._dispatch(event)
                 # websockets returns queued frames without suspending: a burst of
                 # hundreds would fill the subscriptions' buffers before their consumers
@@ -914,7 +923,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 burst += 1
                 if burst >= pace:
                     burst = 0
-                    await anyio.lowlevel.checkpoint()
+                    await checkpoint()
         except (GiosgError, OSError) as exc:
             self._lost(_Drop.from_error(exc))
 
