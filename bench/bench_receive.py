@@ -186,7 +186,18 @@ def main() -> None:
         default="connection",
         help="SDK entry point: RealtimeConnection, or a full Visitor (auth via FakeGiosg)",
     )
+    parser.add_argument(
+        "--decoder",
+        choices=["default", "stdlib"],
+        default="default",
+        help="the SDK's JSON decoder: its default (orjson, json.loads where they differ),"
+        " or json.loads like the baseline (to show what the decoder contributes)",
+    )
     args = parser.parse_args()
+    if args.decoder == "stdlib":
+        from giosg_visitor.realtime import protocol
+
+        protocol._decode = json.loads
     frames: int = args.frames
     server_args = ["--fake"] if args.via == "visitor" else []
     sdk_fn = run_visitor if args.via == "visitor" else run_sdk
@@ -198,6 +209,12 @@ def main() -> None:
             frames_per_run=f"{frames:,} (~{len(changed_frame('/bench/blast/1', 0))} B each)",
             repeats=f"{args.repeats} (bare and SDK alternate, order flipped every repeat)",
             sdk=f"{args.via} (async for over a subscription, counting Change events)",
+            sdk_decoder=(
+                "json.loads (--decoder stdlib)"
+                if args.decoder == "stdlib"
+                else "the SDK's default (orjson; json.loads where they differ)"
+            ),
+            baseline="websockets recv() + json.loads (always)",
             server="bench/_server.py in its own process; frames pre-serialised, one write",
         )
 

@@ -27,6 +27,8 @@ logger = logging.getLogger("giosg_visitor.pool")
 class _Entry:
     """One pooled visitor: started by its own host task in the pool's task group."""
 
+    __slots__ = ("closed", "error", "finished", "key", "last_used", "ready", "users", "visitor")
+
     def __init__(self, key: str, now: float) -> None:
         self.key = key
         self.visitor: Visitor | None = None

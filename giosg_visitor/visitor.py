@@ -101,6 +101,43 @@ class Visitor:
         rng: Random draws in ``[0, 1)`` for jitter.
     """
 
+    # Slots: over 30 attributes would overflow a shared-key instance dict (1.6 KiB each).
+    __slots__ = (
+        "__weakref__",
+        "_api",
+        "_base_url",
+        "_chats",
+        "_client",
+        "_clock",
+        "_closed",
+        "_connection",
+        "_entered",
+        "_host_done",
+        "_host_error",
+        "_host_stop",
+        "_key",
+        "_on_invalid_secret",
+        "_organization_id",
+        "_ping_interval",
+        "_ping_timeout",
+        "_presence_expires_in",
+        "_realtime_enabled",
+        "_reconnect",
+        "_renewal",
+        "_retry",
+        "_rng",
+        "_rooms_joined",
+        "_session",
+        "_shared_client",
+        "_socket_hosts",
+        "_socket_strategy",
+        "_socket_token",
+        "_stack",
+        "_store",
+        "_task_group",
+        "_timeouts",
+    )
+
     def __init__(
         self,
         organization_id: str,

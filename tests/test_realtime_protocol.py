@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, settings, strategies as st
 
@@ -20,6 +21,7 @@ from giosg_visitor.realtime import (
     SubscribeAck,
     SubscribeFailed,
     UnsubscribeAck,
+    protocol as protocol_module,
 )
 from giosg_visitor.realtime._backoff import (
     CloseAction,
@@ -335,6 +337,142 @@ class TestFuzz:
         protocol.receive_text(frame)
         assert len(protocol.events_received()) == 1
         assert protocol.stats.unknown_query == 1
+
+
+def _outcome(protocol: RealtimeProtocol, text: str, *, fast: bool) -> tuple[Any, ...]:
+    """What one frame produces: the returned change, the queued events and the stats."""
+    returned = protocol.receive_notification(text) if fast else None
+    if not fast:
+        protocol.receive_text(text)
+    events = protocol.events_received()
+    return returned, events, attrs.asdict(protocol.stats)
+
+
+def _json_result(decode: Any, text: str) -> tuple[str, str]:
+    try:
+        return "ok", repr(decode(text))
+    except RecursionError:
+        return "error", "RecursionError"
+    except ValueError:
+        return "error", "ValueError"
+
+
+HOSTILE_JSON = [
+    pytest.param("[NaN, Infinity, -Infinity]", id="nan-infinity"),
+    pytest.param("[1e400, -1e400]", id="float-overflow"),
+    pytest.param("[123456789012345678901234567890]", id="int-beyond-64-bits"),
+    pytest.param("[-9223372036854775809, 18446744073709551616]", id="int-just-beyond"),
+    pytest.param("[18446744073709551615, -9223372036854775808]", id="int-64-bit-edges"),
+    pytest.param("[" + "9" * 5000 + "]", id="int-too-long-for-str"),
+    pytest.param('["\\ud800", "\\udc00x"]', id="lone-surrogate-escapes"),
+    pytest.param('["\ud800"]', id="lone-surrogate-char"),
+    pytest.param("[" * 100_000, id="deep-nesting"),
+    pytest.param("[1] x", id="trailing-garbage"),
+    pytest.param('["a\x01"]', id="control-character"),
+    pytest.param("\ufeff[1]", id="byte-order-mark"),
+    pytest.param('{"a": 1, "a": 2}', id="duplicate-keys"),
+    pytest.param("[0.1, -0.0, 5e-324, 1.7976931348623157e308, 1E5]", id="floats"),
+    pytest.param('["\\u00e9\\ud83d\\ude00", "\u00e9\U0001f600"]', id="unicode"),
+]
+
+
+class TestFastPath:
+    """``receive_notification`` (the read loop's fast path) and the JSON decoder."""
+
+    @pytest.mark.parametrize("text", HOSTILE_JSON)
+    def test_decoder_matches_json_loads(self, text: str) -> None:
+        """The frame decoder gives json.loads' result, or its kind of error, on hostile JSON."""
+        assert _json_result(protocol_module._decode, text) == _json_result(json.loads, text)
+
+    @settings(max_examples=300, deadline=None)
+    @given(value=json_values | message_like)
+    def test_decoder_matches_json_loads_on_any_json(self, value: Any) -> None:
+        """Any JSON value decodes to what json.loads gives."""
+        text = json.dumps(value)
+        assert _json_result(protocol_module._decode, text) == _json_result(json.loads, text)
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            pytest.param(
+                json.dumps(["changed", [CHANNEL, {"action": "added", "resourceId": "m1"}]]),
+                id="minimal",
+            ),
+            pytest.param(
+                json.dumps(
+                    [
+                        "changed",
+                        [CHANNEL, {"action": "removed", "resourceId": "m1", "resource": None}],
+                    ]
+                ),
+                id="resource-null",
+            ),
+            pytest.param(
+                json.dumps(["changed", [CHANNEL, {"action": "changed", "resource": {"id": 7}}]]),
+                id="id-from-resource",
+            ),
+            pytest.param(
+                json.dumps(["changed", [{"action": "added", "channel": CHANNEL}]]), id="one-arg"
+            ),
+            pytest.param(json.dumps(["changed", [CHANNEL, {"action": "added"}], {}]), id="kwargs"),
+            pytest.param(json.dumps(["changed", [CHANNEL, {"action": "nope"}]]), id="bad-action"),
+            pytest.param(
+                json.dumps(["changed", [CHANNEL, {"action": ["added"]}]]), id="list-action"
+            ),
+            pytest.param(
+                json.dumps(["changed", [CHANNEL, {"action": "added", "resource": [1]}]]),
+                id="resource-list",
+            ),
+            pytest.param(json.dumps(["changed", ["", {"action": "added"}]]), id="empty-channel"),
+            pytest.param(json.dumps(["__qr__", [[]], {"query": 1}]), id="ack"),
+            pytest.param("[NaN]", id="nan"),
+            pytest.param("[" * 100_000, id="deep-nesting"),
+            pytest.param("not json", id="invalid"),
+        ],
+    )
+    def test_fast_path_equals_full_path(self, text: str) -> None:
+        """A frame gives the same events and counts by either path."""
+        fast_protocol, full_protocol = RealtimeProtocol(), RealtimeProtocol()
+        subscribed(fast_protocol)
+        subscribed(full_protocol)
+        returned, queued, stats = _outcome(fast_protocol, text, fast=True)
+        _, full_events, full_stats = _outcome(full_protocol, text, fast=False)
+        assert ([returned] if returned is not None else []) + queued == full_events
+        assert stats == full_stats
+
+    @settings(max_examples=300, deadline=None)
+    @given(value=json_values | message_like)
+    def test_fast_path_equals_full_path_on_any_json(self, value: Any) -> None:
+        """Any JSON frame gives the same events and counts by either path."""
+        text = json.dumps(value)
+        fast_protocol, full_protocol = RealtimeProtocol(), RealtimeProtocol()
+        returned, queued, stats = _outcome(fast_protocol, text, fast=True)
+        _, full_events, full_stats = _outcome(full_protocol, text, fast=False)
+        assert ([returned] if returned is not None else []) + queued == full_events
+        assert stats == full_stats
+
+    def test_fast_path_returns_the_change(self) -> None:
+        """The common notification is returned, not queued, and equals a built Change."""
+        protocol = RealtimeProtocol()
+        resource = {"id": "m1", "message": "hi"}
+        text = json.dumps(
+            ["changed", [CHANNEL, {"action": "added", "resourceId": "m1", "resource": resource}]]
+        )
+        change = protocol.receive_notification(text)
+        assert change == Change(
+            channel=CHANNEL, action="added", resource_id="m1", resource=resource
+        )
+        assert repr(change).startswith("Change(channel=")
+        assert protocol.events_received() == []
+        assert (protocol.stats.frames, protocol.stats.messages, protocol.stats.events) == (1, 1, 1)
+
+    def test_sockjs_frames_take_the_full_path(self) -> None:
+        """In SockJS mode nothing is returned; events are queued as by receive_text."""
+        protocol = RealtimeProtocol(framing="sockjs")
+        frame = sockjs(["changed", [CHANNEL, {"action": "added", "resourceId": "m1"}]])
+        assert protocol.receive_notification(frame) is None
+        [event] = protocol.events_received()
+        assert isinstance(event, Change)
 
 
 class TestCloseClassification:

@@ -109,8 +109,10 @@ _KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
 #: Jitter and SockJS session ids (a Random() is 2.5 KiB: not one per connection).
 _SHARED_RNG: Final = random.Random()
-#: A subscription's consumer, and the read loop, yield at least once per this many items.
+#: A subscription's consumer yields at least once per this many items.
 _CHECKPOINT_EVERY: Final = 64
+#: The read loop yields at least once per this many frames (at most max_buffer / 2).
+_READER_PACE: Final = 64
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
 
@@ -180,13 +182,31 @@ class Subscription:
     ``async with``.
     """
 
+    __slots__ = (
+        "_channel",
+        "_closed",
+        "_connection",
+        "_dropped",
+        "_error",
+        "_finished",
+        "_items",
+        "_last_was_marker",
+        "_max_buffer",
+        "_pulse",
+        "_since_checkpoint",
+        "_subscribed",
+        "_waiter",
+    )
+
     def __init__(self, connection: RealtimeConnection, channel: str, *, max_buffer: int) -> None:
         self._connection = connection
         self._channel = channel
         self._max_buffer = max_buffer
         # A plain deque: the read loop appends, __anext__ pops. Notifications may fill
-        # max_buffer slots; two more are reserved for markers.
-        self._items: deque[SubscriptionEvent] = deque()
+        # max_buffer slots; two more are reserved for markers. Created by the first
+        # delivery and dropped whenever the consumer parks on an empty one (an empty
+        # deque is 0.6 KiB; most subscriptions are idle most of the time).
+        self._items: deque[SubscriptionEvent] | None = None
         self._waiter: anyio.Event | None = None
         self._error: BaseException | None = None
         self._finished = False
@@ -217,7 +237,7 @@ class Subscription:
     @property
     def buffered(self) -> int:
         """Items waiting to be read."""
-        return len(self._items)
+        return len(self._items) if self._items is not None else 0
 
     @property
     def dropped(self) -> int:
@@ -257,15 +277,17 @@ class Subscription:
         # Buffered items are returned without a scheduling round trip each, so the
         # consumer drains a burst as fast as the read loop queued it; a checkpoint every
         # _CHECKPOINT_EVERY items keeps it fair to other tasks and cancellable.
+        yielded = False
         while True:
-            if self._items:
+            items = self._items
+            if items:
                 self._since_checkpoint += 1
                 if self._since_checkpoint >= _CHECKPOINT_EVERY:
                     self._since_checkpoint = 0
                     await anyio.lowlevel.checkpoint()
-                    if not self._items:
+                    if not items or items is not self._items:
                         continue
-                return self._items.popleft()
+                return items.popleft()
             if self._finished or self._closed:
                 await anyio.lowlevel.checkpoint()
                 if self._items:
@@ -274,6 +296,14 @@ class Subscription:
                     raise self._error
                 raise StopAsyncIteration
             self._since_checkpoint = 0
+            if not yielded:
+                # Let the read loop run once before parking: during a burst it has queued
+                # more by then (on trio, websockets yields once per message), and one
+                # reschedule costs less than an Event, a park and a wake-up.
+                yielded = True
+                await anyio.lowlevel.checkpoint()
+                continue
+            self._items = None
             waiter = self._waiter = anyio.Event()
             try:
                 await waiter.wait()
@@ -297,7 +327,9 @@ class Subscription:
         if self._finished:
             return _Delivery.DROPPED
         items = self._items
-        if len(items) >= self._max_buffer:
+        if items is None:
+            items = self._items = deque()
+        elif len(items) >= self._max_buffer:
             self._dropped += 1
             if self._last_was_marker:
                 # The marker at the end of the buffer already covers this notification.
@@ -306,16 +338,22 @@ class Subscription:
             return _Delivery.GAP
         items.append(event)
         self._last_was_marker = False
-        if self._waiter is not None:
-            self._waiter.set()
-        return _Delivery.DELIVERED
+        waiter = self._waiter
+        if waiter is not None:
+            # Wake the consumer once; it finds everything queued until it runs.
+            self._waiter = None
+            waiter.set()
+        return _DELIVERED
 
     def _mark(self, marker: Resubscribed | Gap) -> None:
         if self._finished:
             return
         # Only markers sit beyond the notification slots: past them, this one is implied.
-        if len(self._items) < self._max_buffer + 2:
-            self._items.append(marker)
+        items = self._items
+        if items is None:
+            items = self._items = deque()
+        if len(items) < self._max_buffer + 2:
+            items.append(marker)
             if self._waiter is not None:
                 self._waiter.set()
         self._last_was_marker = True
@@ -338,7 +376,7 @@ class Subscription:
     def _close(self) -> None:
         """The consumer is gone: forget what is buffered, end the iteration."""
         self._closed = True
-        self._items.clear()
+        self._items = None
         if self._waiter is not None:
             self._waiter.set()
 
@@ -536,6 +574,48 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         transport: Opens sockets; :class:`~giosg_visitor.realtime._transport.WebSocketTransport`
             by default.
     """
+
+    # Slots: 38 attributes would overflow a shared-key instance dict (1.6 KiB each).
+    __slots__ = (
+        "_allowed_hosts",
+        "_channels",
+        "_clock",
+        "_close_timeout",
+        "_drop",
+        "_entered",
+        "_exited",
+        "_fatal",
+        "_framing",
+        "_has_opened",
+        "_is_open",
+        "_last_rx",
+        "_listeners",
+        "_max_buffer",
+        "_max_size",
+        "_next_query",
+        "_open_timeout",
+        "_outbox",
+        "_ping_interval",
+        "_ping_timeout",
+        "_query_tokens",
+        "_reauths",
+        "_renew_token",
+        "_rng",
+        "_rx_pulse",
+        "_socket_group",
+        "_socket_scope",
+        "_socket_url",
+        "_sockjs_idle_timeout",
+        "_state",
+        "_state_pulse",
+        "_stats",
+        "_strategy",
+        "_token_provider",
+        "_tracker",
+        "_transport",
+        "_writer_args",
+        "_writing",
+    )
 
     def __init__(
         self,
@@ -880,12 +960,16 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
         # Only SockJS keepalive and the idle watchdog look at receive times.
         sockjs = self._framing == "sockjs"
-        pace = max(1, min(_CHECKPOINT_EVERY, self._max_buffer // 2))
+        pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
+        recv = socket.recv
+        receive = protocol.receive_notification
+        channels = self._channels
+        checkpoint = anyio.lowlevel.checkpoint
         try:
             while True:
                 try:
-                    text = await socket.recv()
+                    text = await recv()
                 except BinaryFrameError:
                     self._stats.binary_frames += 1
                     self._touch()
@@ -893,19 +977,19 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     continue
                 if sockjs:
                     self._touch()
-                protocol.receive_text(text)
-                for event in protocol.events_received():
-                    if type(event) is Change:
-                        # The hot path, inlined: route a notification to its subscribers.
-                        channel = self._channels.get(event.channel)
-                        if channel is None:
-                            self._stats.unrouted += 1
-                            continue
+                change = receive(text)
+                if change is not None:
+                    # The hot path: one notification, routed to its subscribers.
+                    channel = channels.get(change.channel)
+                    if channel is None:
+                        self._stats.unrouted += 1
+                    else:
                         for subscription in channel.subscribers:
-                            outcome = subscription._deliver(event)
+                            outcome = subscription._deliver(change)
                             if outcome is not _DELIVERED:
                                 self._undelivered(channel, outcome)
-                    else:
+                else:
+                    for event in protocol.events_received():
                         self._dispatch(event)
                 # websockets returns queued frames without suspending: a burst of
                 # hundreds would fill the subscriptions' buffers before their consumers
@@ -914,7 +998,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 burst += 1
                 if burst >= pace:
                     burst = 0
-                    await anyio.lowlevel.checkpoint()
+                    await checkpoint()
         except (GiosgError, OSError) as exc:
             self._lost(_Drop.from_error(exc))
 
