@@ -236,7 +236,7 @@ class VisitorAPI:
         while True:
             attempt += 1
             try:
-                return await self._send_once(method, url, body)
+                response = await self._send_once(method, url, body)
             except GiosgError as exc:
                 if not idempotent:
                     raise
@@ -258,6 +258,9 @@ class VisitorAPI:
                     delay,
                 )
                 await self._clock.sleep(delay)
+            else:
+                self._retry.budget.record_success()
+                return response
 
     async def _send_once(
         self, method: str, url: httpx.URL, body: Mapping[str, Any] | None

@@ -264,7 +264,7 @@ class VisitorSession:
             attempt += 1
             await self._respect_spacing()
             try:
-                return await self._attempt()
+                token = await self._attempt()
             except GiosgError as exc:
                 if not is_transient(exc):
                     raise
@@ -288,6 +288,9 @@ class VisitorSession:
                     delay,
                 )
                 await self._clock.sleep(delay)
+            else:
+                self._retry.budget.record_success()
+                return token
 
     def _may_retry(self, attempt: int, started: float, next_at: float, *, background: bool) -> bool:
         if background and self._token is not None:

@@ -14,6 +14,7 @@ from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
 from .errors import (
     APIError,
     ChatEndedError,
+    DeliveryUnknownError,
     GiosgError,
     MessageTooLongError,
     ProtocolError,
@@ -126,6 +127,10 @@ class Chat:
             ValueError: ``text`` is empty.
             MessageTooLongError: Longer than the server's 2000-character limit (not sent).
             ChatEndedError: The chat has ended.
+            DeliveryUnknownError: The response was lost and the chat could not be read
+                back: the message may or may not have arrived (it is not resent).
+            TransportError: The response was lost and the read-back shows that the
+                message did not arrive.
             GiosgError: Another failure (typed).
         """
         if not isinstance(text, str):
@@ -141,10 +146,17 @@ class Chat:
             return await self._api.send_message(self.id, {"type": "msg", "message": text})
         except TransportError:
             # The request may or may not have been processed: read back, don't resend.
-            found = await self._find_sent(text, since=started - READ_BACK_CLOCK_SKEW)
+            try:
+                found = await self._find_sent(text, since=started - READ_BACK_CLOCK_SKEW)
+            except GiosgError as exc:
+                raise DeliveryUnknownError(
+                    f"sending to chat {self.id}: the response was lost and reading the chat"
+                    f" back failed ({type(exc).__name__}); the message may have arrived",
+                    chat_id=self.id,
+                ) from exc
             if found is not None:
                 return found
-            raise
+            raise  # the chat was read back without it: it was not delivered
         except APIError as exc:
             if exc.status_code in (400, 403, 409):
                 info = await self.refresh()
@@ -164,19 +176,19 @@ class Chat:
         The newest visitor message with this text that no earlier send has claimed and
         that was not created before ``since`` (UNIX time); claimed at once, with no
         checkpoint in between, so two concurrent sends of one text take one each.
+
+        Raises:
+            GiosgError: The chat could not be read back (the outcome is unknown).
         """
         latest: Message | None = None
-        try:
-            async for message in self._api.list_messages(self.id):
-                if (
-                    message.is_from_visitor
-                    and message.message == text
-                    and not self._api.is_claimed(message.id)
-                    and (message.created_at is None or message.created_at.timestamp() >= since)
-                ):
-                    latest = message
-        except GiosgError:
-            return None
+        async for message in self._api.list_messages(self.id):
+            if (
+                message.is_from_visitor
+                and message.message == text
+                and not self._api.is_claimed(message.id)
+                and (message.created_at is None or message.created_at.timestamp() >= since)
+            ):
+                latest = message
         if latest is not None:
             self._api.claim_sent(latest.id)
         return latest

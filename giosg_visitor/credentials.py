@@ -650,6 +650,7 @@ class ClientCredentials(httpx.Auth):
                 )
                 yield delay
                 continue
+            self._retry.budget.record_success()
             return self._make_token(parsed, grant, refresh_token, issued_at, wall)
 
     def _parse(self, request: httpx.Request, reply: _Reply) -> TokenResponse:

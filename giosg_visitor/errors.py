@@ -26,6 +26,7 @@ __all__ = [
     "AuthenticationError",
     "ChatEndedError",
     "ConnectionClosedError",
+    "DeliveryUnknownError",
     "GiosgError",
     "InvalidClientError",
     "InvalidGrantError",
@@ -64,6 +65,22 @@ class TransportError(GiosgError):
 
 class TransportTimeoutError(TransportError, TimeoutError):
     """A transport-level timeout (connect, read, write or pool) expired."""
+
+
+class DeliveryUnknownError(TransportError):
+    """A message send lost its response, and reading the chat back failed too.
+
+    The message may or may not have arrived; the SDK does not resend it (that could
+    post it twice). Look at :meth:`~giosg_visitor.Chat.history` once the server answers
+    again. ``__cause__`` is the read-back's error, ``__context__`` the lost send's.
+
+    Attributes:
+        chat_id: The chat the message was sent to.
+    """
+
+    def __init__(self, message: str, *, chat_id: str) -> None:
+        super().__init__(message)
+        self.chat_id = chat_id
 
 
 class UntrustedEndpointError(GiosgError):

@@ -105,6 +105,10 @@ def summary(counts: dict[str, int], *, details: bool = True) -> str:
         line("messages checked", number(counts.get("messages.expected", 0))),
         line("messages lost", number(counts.get("messages.lost", 0))),
         line("duplicates", number(counts.get("messages.duplicates", 0))),
+        line(
+            "sends reported unknown",
+            number(counts.get("messages.delivery_unknown", 0)),
+        ),
         line("secrets checked", number(counts.get("secrets.checked", 0))),
         line("log records/texts scanned", number(_group(counts, "records"))),
         line("secrets leaked", number(counts.get("secrets.leaked", 0))),

@@ -16,7 +16,15 @@ from collections import Counter
 import httpx
 import pytest
 
-from giosg_visitor import GiosgError, MemoryStore, Message, TransportError, Visitor
+from giosg_visitor import (
+    DeliveryUnknownError,
+    GiosgError,
+    MemoryStore,
+    Message,
+    ServerError,
+    TransportError,
+    Visitor,
+)
 from giosg_visitor.chat import READ_BACK_CLOCK_SKEW
 from giosg_visitor.testing import FakeGiosg
 
@@ -75,7 +83,12 @@ async def _sends(texts: list[str], seed: int, figures: Figures) -> None:
     for text, outcome in zip(texts, outcomes, strict=True):
         if isinstance(outcome, Message):
             assert outcome.message == text
-    assert len(stored) == len(returned), "a send raised although its message was stored"
+    # A send that raised left a stored message only if it said the outcome was unknown
+    # (its read-back failed too); every other error means "not delivered".
+    unknown = sum(isinstance(o, DeliveryUnknownError) for o in outcomes)
+    unreported = len(stored) - len(returned)
+    figures.add("messages.delivery_unknown", unknown)
+    assert 0 <= unreported <= unknown, "a send raised 'not delivered' but its message was stored"
 
 
 async def test_lost_responses_never_duplicate_a_message(figures: Figures) -> None:
@@ -125,6 +138,36 @@ async def test_an_older_message_of_the_same_text_is_not_taken_for_a_lost_send() 
                 await again.send("ok")
         stored = [m for m in await world.giosg.messages(chat.id) if m["sender_type"] == "visitor"]
     assert [m["id"] for m in stored] == [first.id]
+
+
+@pytest.mark.parametrize("posted", [True, False], ids=["processed", "not-processed"])
+async def test_an_unreadable_chat_makes_the_outcome_unknown_not_a_failure(posted: bool) -> None:
+    """T23: the send's response is lost and every read-back fails: DeliveryUnknownError
+    (not "not delivered"), whether or not the server stored the message; never a resend."""
+    broken = {"now": False}
+
+    def odds(request: httpx.Request) -> FaultOdds | None:
+        if not broken["now"] or not request.url.path.endswith("/messages"):
+            return None
+        if request.method == "POST":
+            return FaultOdds(reset_after=1.0) if posted else FaultOdds(reset_before=1.0)
+        return FaultOdds(status_503=1.0)
+
+    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+        return FlakyTransport(inner, clock=clock, rng=random.Random(3), odds=odds)
+
+    async with virtual_fake(wrap=wrap) as world, world.visitor() as visitor:
+        chat = await visitor.start_chat(ROOM_ID, join_room=False)
+        broken["now"] = True
+        with pytest.raises(DeliveryUnknownError) as info:
+            async with world.clock.autojump():
+                await chat.send("did it arrive?")
+        posts = [r for r in world.giosg.requests if r.method == "POST" and "/messages" in r.path]
+        stored = await world.giosg.messages(chat.id)
+    assert info.value.chat_id == chat.id
+    assert isinstance(info.value.__cause__, ServerError)
+    assert len(stored) == (1 if posted else 0)
+    assert len(posts) <= 1
 
 
 async def test_lost_responses_over_real_sockets(giosg: FakeGiosg, figures: Figures) -> None:
