@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
@@ -399,3 +400,17 @@ async def test_lock_excludes_another_process(tmp_path: Path, kind: str, ending: 
         expected = 0 if ending == "release" else -signal.SIGKILL
         assert await process.wait() == expected
     await close(store)
+
+
+async def test_memory_store_keeps_no_lock_for_keys_nobody_locks() -> None:
+    """A pool cycling through many keys must not keep a lock per key forever."""
+    store = MemoryStore()
+    async with anyio.create_task_group() as tg:
+        for n in range(100):
+            tg.start_soon(_hold, store, f"key-{n % 10}")
+    assert store._locks == {}
+
+
+async def _hold(store: MemoryStore, key: str) -> None:
+    async with store.lock(key):
+        await anyio.lowlevel.checkpoint()

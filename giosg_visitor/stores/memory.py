@@ -21,7 +21,9 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._records: dict[str, VisitorRecord] = {}
-        self._locks: dict[str, anyio.Lock] = {}
+        # key -> (lock, tasks holding or waiting for it); dropped when nobody needs it, so
+        # a pool cycling through many keys does not keep a lock per key forever.
+        self._locks: dict[str, tuple[anyio.Lock, list[int]]] = {}
 
     async def load(self, key: str) -> VisitorRecord | None:
         """Return the record for ``key``, or ``None``."""
@@ -40,9 +42,19 @@ class MemoryStore:
     @asynccontextmanager
     async def lock(self, key: str) -> AsyncIterator[None]:
         """Per-key mutual exclusion inside this process."""
-        lock = self._locks.setdefault(check_key(key), anyio.Lock())
-        async with lock:
-            yield
+        key = check_key(key)
+        entry = self._locks.get(key)
+        if entry is None:
+            entry = self._locks[key] = (anyio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._locks[key]
 
     def __len__(self) -> int:
         return len(self._records)
