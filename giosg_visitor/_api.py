@@ -287,7 +287,11 @@ class VisitorAPI:
         url = self._resolved.get(key)
         if url is not None:
             return url
-        url = self._base_url.join(path_or_url)
+        try:
+            url = self._base_url.join(path_or_url)
+        except httpx.InvalidURL:
+            # Only a server-sent ``next`` link can be malformed here (ids are validated).
+            raise ProtocolError("the server sent an invalid URL") from None
         if not same_origin(url, self._base_url):
             raise UntrustedEndpointError(
                 "refusing to send the visitor's token to another origin", url=f"{url.host}"

@@ -157,8 +157,15 @@ class TestPagination:
             {"next": None, "results": {"id": "a"}},
             {"next": 5, "results": []},
             {"next": None, "results": [{"no_id": True}]},
+            {"next": "https://service.giosg.com/p?cursor=\u001f", "results": []},
         ],
-        ids=["no-results", "results-not-a-list", "next-not-a-string", "item-without-id"],
+        ids=[
+            "no-results",
+            "results-not-a-list",
+            "next-not-a-string",
+            "item-without-id",
+            "next-with-a-control-character",
+        ],
     )
     async def test_malformed_pages_are_protocol_errors(self, page: dict[str, object]) -> None:
         """Malformed pages raise ProtocolError, never KeyError or TypeError."""

@@ -64,6 +64,8 @@ WEBSOCKETS_LOGGER: Final = logging.getLogger("giosg_visitor.websockets")
 
 _ABNORMAL_CLOSURE: Final = 1006
 _DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
+#: Characters of a text frame shown when payloads are logged (``show_data``).
+_LOGGED_TEXT: Final = 200
 
 
 class HandshakeRejectedError(RealtimeError):
@@ -442,8 +444,17 @@ class FrameLogFilter(logging.Filter):
 def _hide_payload(arg: object, show_data: bool) -> object:
     if not isinstance(arg, Frame):
         return arg
-    if arg.opcode in _DATA_OPCODES and not show_data:
-        return f"{arg.opcode.name} [{len(arg.data)} bytes, payload not logged]"
+    if arg.opcode in _DATA_OPCODES:
+        if not show_data:
+            return f"{arg.opcode.name} [{len(arg.data)} bytes, payload not logged]"
+        if arg.opcode is not Opcode.TEXT:
+            return f"{arg.opcode.name} [{len(arg.data)} bytes]"
+        # Mask first, shorten after: websockets' own elision would cut a token in two
+        # pieces that redaction no longer recognises.
+        text = redact(bytes(arg.data).decode("utf-8", "replace"))
+        if len(text) > _LOGGED_TEXT:
+            text = text[:_LOGGED_TEXT] + "..."
+        return f"TEXT {text!r} [{len(arg.data)} bytes]"
     if arg.opcode is Opcode.CLOSE:
         # websockets elides the middle of a long frame ("abc...xyz"), which would leave
         # the two ends of an echoed token where redaction cannot recognise them: mask the
