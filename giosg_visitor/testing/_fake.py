@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .._clock import Clock, SystemClock
+from .._secret import Secret
 from ._fake_chats import ChatWorld, chat_routes
 from ._faults import Fault, FaultPlan
 
@@ -122,6 +123,10 @@ class FakeState:
         #: Observers of channel notifications (the message router subscribes here).
         self.publishers: list[Callable[[str, str, Mapping[str, Any] | None, str | None], Any]] = []
         self.chats = ChatWorld(self)
+        # Every credential this fake issued, as a live Secret: the SDK's redacting log
+        # filters (the fake's loggers have them too) then mask them in the fake's own
+        # logs, even when the visitor holding them lives in another process.
+        self._issued: list[Secret] = []
 
     # Visitors and tokens ----------------------------------------------------------------
 
@@ -138,12 +143,14 @@ class FakeState:
             expires_at=now + self.token_lifetime,
         )
         self.tokens[info.token] = info
+        self._issued.append(Secret(info.token))
         return info
 
     def new_visitor(self) -> VisitorIdentity:
         """A fresh visitor identity."""
         identity = VisitorIdentity(secret=secrets.token_hex(25))
         self.visitors[identity.secret] = identity
+        self._issued.append(Secret(identity.secret))
         return identity
 
     def revoke_visitor(self, visitor_id: str) -> None:
