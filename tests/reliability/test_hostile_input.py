@@ -641,7 +641,7 @@ async def test_a_storm_of_random_frames_does_not_break_the_read_loop(
     rng = random.Random(2024)
     storm = [_random_frame(rng) for _ in range(2_000)]
     tokens = _Tokens(secret_sentinel)
-    async with _connection(harness, tokens) as conn:
+    async with _connection(harness, tokens, ping_interval=10.0, ping_timeout=10.0) as conn:
         subscription = await _subscribed(conn)
         before = conn.stats.protocol.frames
 
@@ -669,7 +669,11 @@ async def test_a_burst_to_a_stalled_consumer_stays_within_the_buffer(
     tokens = _Tokens(secret_sentinel)
     buffer = 500
     burst = 10_000
-    async with _connection(harness, tokens, max_buffer=buffer) as conn:
+    # The pong queues behind the burst: with the suite's 0.5 s keepalive, a loaded machine
+    # (every record captured at DEBUG) reads for longer than that and rightly reconnects.
+    async with _connection(
+        harness, tokens, max_buffer=buffer, ping_interval=10.0, ping_timeout=10.0
+    ) as conn:
         subscription = await _subscribed(conn)
 
         def flood() -> None:
