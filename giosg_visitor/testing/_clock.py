@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import final
 
@@ -28,13 +28,24 @@ class FakeClock:
     Args:
         start: The initial monotonic reading.
         wall_start: The initial wall-clock UNIX time.
+        settle: How to wait until every other task is blocked, after each wake-up.
+            ``anyio.wait_all_tasks_blocked`` by default, which is exact on trio but on
+            asyncio polls with 0.1 s of real sleep while any task is runnable; a test
+            suite with many wake-ups may pass a faster wait of its own.
     """
 
-    def __init__(self, start: float = 1_000.0, *, wall_start: float = 1_700_000_000.0) -> None:
+    def __init__(
+        self,
+        start: float = 1_000.0,
+        *,
+        wall_start: float = 1_700_000_000.0,
+        settle: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._now = float(start)
         self._wall_offset = float(wall_start) - float(start)
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._counter = itertools.count()
+        self._settle = settle if settle is not None else anyio.wait_all_tasks_blocked
 
     def monotonic(self) -> float:
         """The virtual monotonic time."""
@@ -68,14 +79,14 @@ class FakeClock:
 
     async def run_until(self, when: float) -> None:
         """Move time forward to ``when``, waking sleepers one deadline at a time."""
-        await anyio.wait_all_tasks_blocked()
+        await self._settle()
         while self._sleepers and self._sleepers[0][0] <= when:
             deadline, _, event = heapq.heappop(self._sleepers)
             self._now = max(self._now, deadline)
             event.set()
-            await anyio.wait_all_tasks_blocked()
+            await self._settle()
         self._now = max(self._now, when)
-        await anyio.wait_all_tasks_blocked()
+        await self._settle()
 
     @asynccontextmanager
     async def autojump(self) -> AsyncIterator[None]:
@@ -100,7 +111,7 @@ class FakeClock:
 
     async def _autojump_forever(self) -> None:
         while True:
-            await anyio.wait_all_tasks_blocked()
+            await self._settle()
             if self._sleepers:
                 deadline, _, event = heapq.heappop(self._sleepers)
                 self._now = max(self._now, deadline)

@@ -34,10 +34,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from giosg_visitor import Clock, Visitor
-from giosg_visitor.testing import FakeGiosg
+from giosg_visitor.testing import FakeClock, FakeGiosg
 
 from .._helpers import ORG_ID
-from ._clock import VirtualClock
+from ._clock import virtual_clock
 
 
 __all__ = [
@@ -57,10 +57,10 @@ __all__ = [
 
 @attrs.define
 class World:
-    """A fake Giosg served in-process on a :class:`VirtualClock` (like ``virtual_world``)."""
+    """A fake Giosg served in-process on a fast ``FakeClock`` (like ``virtual_world``)."""
 
     giosg: FakeGiosg
-    clock: VirtualClock
+    clock: FakeClock
     client: httpx.AsyncClient
 
     def visitor(self, **kwargs: Any) -> Visitor:
@@ -80,12 +80,11 @@ class World:
 async def virtual_fake(
     *,
     lifetime: float = 1800.0,
-    wrap: Callable[[httpx.AsyncBaseTransport, VirtualClock], httpx.AsyncBaseTransport]
-    | None = None,
+    wrap: Callable[[httpx.AsyncBaseTransport, FakeClock], httpx.AsyncBaseTransport] | None = None,
     **kwargs: Any,
 ) -> AsyncIterator[World]:
-    """A FakeGiosg on a VirtualClock, reached in-process (``wrap`` may add a fault layer)."""
-    clock = VirtualClock()
+    """A FakeGiosg on a fast virtual clock, reached in-process (``wrap`` may add a fault layer)."""
+    clock = virtual_clock()
     giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
     transport = giosg.transport()
     if wrap is not None:

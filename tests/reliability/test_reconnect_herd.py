@@ -26,8 +26,9 @@ from giosg_visitor.errors import ConnectionClosedError, TransportError
 from giosg_visitor.realtime import RealtimeConnection, ReconnectPolicy
 from giosg_visitor.realtime._backoff import FailureKind, ReconnectTracker, Verdict
 from giosg_visitor.realtime._transport import SocketConnection
+from giosg_visitor.testing import FakeClock
 
-from ._clock import VirtualClock
+from ._clock import virtual_clock
 from .figures import Figures
 
 
@@ -122,7 +123,7 @@ class _IdleSocket:
 class _OutageTransport:
     """A server that can die (every socket drops) and refuse connections until a time."""
 
-    def __init__(self, clock: VirtualClock) -> None:
+    def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.down_until = -math.inf
         self.attempts: list[float] = []
@@ -151,7 +152,7 @@ async def _token() -> Secret:
 
 
 async def _herd(clients: int, outage: float, figures: Figures) -> None:
-    clock = VirtualClock()
+    clock = virtual_clock()
     transport = _OutageTransport(clock)
     async with AsyncExitStack() as stack:
         for index in range(clients):

@@ -26,10 +26,9 @@ from giosg_visitor import (
     Visitor,
 )
 from giosg_visitor.chat import READ_BACK_CLOCK_SKEW
-from giosg_visitor.testing import FakeGiosg
+from giosg_visitor.testing import FakeClock, FakeGiosg
 
 from .._helpers import FAST_RETRY, ORG_ID
-from ._clock import VirtualClock
 from ._support import FaultOdds, FlakyTransport, virtual_fake
 from .figures import Figures
 
@@ -48,7 +47,7 @@ def _odds(request: httpx.Request) -> FaultOdds | None:
 async def _sends(texts: list[str], seed: int, figures: Figures) -> None:
     transports: list[FlakyTransport] = []
 
-    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+    def wrap(inner: httpx.AsyncBaseTransport, clock: FakeClock) -> httpx.AsyncBaseTransport:
         flaky = FlakyTransport(inner, clock=clock, rng=random.Random(seed), odds=_odds)
         transports.append(flaky)
         return flaky
@@ -122,7 +121,7 @@ async def test_an_older_message_of_the_same_text_is_not_taken_for_a_lost_send() 
             return FaultOdds(reset_before=1.0)
         return None
 
-    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+    def wrap(inner: httpx.AsyncBaseTransport, clock: FakeClock) -> httpx.AsyncBaseTransport:
         return FlakyTransport(inner, clock=clock, rng=random.Random(1), odds=odds)
 
     store = MemoryStore()
@@ -153,7 +152,7 @@ async def test_an_unreadable_chat_makes_the_outcome_unknown_not_a_failure(posted
             return FaultOdds(reset_after=1.0) if posted else FaultOdds(reset_before=1.0)
         return FaultOdds(status_503=1.0)
 
-    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+    def wrap(inner: httpx.AsyncBaseTransport, clock: FakeClock) -> httpx.AsyncBaseTransport:
         return FlakyTransport(inner, clock=clock, rng=random.Random(3), odds=odds)
 
     async with virtual_fake(wrap=wrap) as world, world.visitor() as visitor:

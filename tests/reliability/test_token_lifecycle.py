@@ -26,9 +26,8 @@ from giosg_visitor import (
     SessionState,
     Visitor,
 )
-from giosg_visitor.testing import FakeGiosg
+from giosg_visitor.testing import FakeClock, FakeGiosg
 
-from ._clock import VirtualClock
 from ._support import FaultOdds, FlakyTransport, World, virtual_fake
 from .figures import Figures
 
@@ -269,7 +268,7 @@ async def _flaky_renewals(visitors: int, hours: float, figures: Figures) -> None
     def odds(request: httpx.Request) -> FaultOdds | None:
         return FLAKY_AUTH if armed and request.url.path.endswith("/auth") else None
 
-    def wrap(inner: httpx.AsyncBaseTransport, clock: VirtualClock) -> httpx.AsyncBaseTransport:
+    def wrap(inner: httpx.AsyncBaseTransport, clock: FakeClock) -> httpx.AsyncBaseTransport:
         rng = random.Random(visitors)
         transports.append(FlakyTransport(inner, clock=clock, rng=rng, odds=odds))
         return transports[0]
