@@ -218,9 +218,11 @@ def retry_delay(
 ) -> float | None:
     """Seconds to wait before retrying a failed call, or ``None`` to raise ``error``.
 
-    The one rule for every retry loop of the SDK (API calls, auth, token endpoints):
-    transient errors only, at most ``max_attempts``, a full-jitter delay that is never
-    shorter than the server's ``Retry-After`` (and not waited for when it is longer than
+    The rule of the API and token-endpoint retry loops (visitor auth, ``_auth._attempts``,
+    applies the same limits but keeps retrying quietly in the background while the old
+    token is valid, and raises a too-long ``Retry-After`` itself): transient errors only,
+    at most ``max_attempts``, a full-jitter delay that is never shorter than the
+    server's ``Retry-After`` (and not waited for when it is longer than
     ``max_retry_after``), within the per-call ``deadline``, and only while the
     :class:`~giosg_visitor.RetryBudget` allows (checked last, so that a retry refused
     for another reason spends nothing).
