@@ -2,6 +2,7 @@
 
 * ``demo``: a full conversation against an embedded fake Giosg (no account needed).
 * ``chat``: an interactive terminal chat against real Giosg or ``--fake``.
+* ``probe``: a diagnostic report of the first contact with an organization.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import anyio
 
 from ._demo import DEMO_ORG_ID, DEMO_ROOM_ID, run_chat, run_demo
+from ._probe import add_probe_arguments, run_probe_command
 
 
 __all__ = ["main"]
@@ -39,7 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat.add_argument(
         "--store", type=Path, default=Path("giosg-visitor.json"), help="where the secret is kept"
     )
+    add_probe_arguments(
+        commands.add_parser("probe", help="check auth and each socket strategy; print a report")
+    )
     args = parser.parse_args(argv)
+    if args.command == "probe":
+        return run_probe_command(args, backend=args.backend)
     if args.command == "demo":
         state_dir: Path = args.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
