@@ -501,8 +501,13 @@ async def probe(
             )
         elapsed = anyio.current_time() - begun
         auth = _auth_step(responses, organization_id, elapsed, error=None)
-        # The socket token: the same one the visitor's own connection would send.
-        token: Secret = await visitor._fresh_socket_token()
+        try:
+            # The socket token: the same one the visitor's own connection would send.
+            token: Secret = await visitor._fresh_socket_token()
+        except GiosgError as exc:  # pragma: no cover - the token was issued just now
+            return ProbeReport(
+                **common, visitor_id=None, socket_url=None, auth=auth, error=_error_line(exc, auth)
+            )
         api = _api_for(visitor, client, clock, retry)
         room = await _room_step(api, responses, room_id) if room_id is not None else None
         channel = api.chats_channel()
@@ -893,7 +898,20 @@ def run_probe_command(
     if args.timeout <= 0 or args.listen < 0:
         print("giosg-visitor probe: error: --timeout must be > 0, --listen >= 0", file=err)
         return EXIT_NOT_STARTED
-    report = anyio.run(partial(_run, args), backend=backend)
+    if args.fake:
+        try:
+            import giosg_visitor.testing  # noqa: F401 - needs the [fake] extra
+        except ImportError:
+            print(
+                "giosg-visitor probe: error: --fake needs the fake server: "
+                'pip install "giosg-visitor[fake]"',
+                file=err,
+            )
+            return EXIT_NOT_STARTED
+    try:
+        report = anyio.run(partial(_run, args), backend=backend)
+    except KeyboardInterrupt:
+        return 130
     text = json.dumps(report.to_json(), indent=2) + "\n" if args.json else report.to_text()
     # A last pass against every secret still alive; the report is built clean already.
     print(redact(text), end="", file=out, flush=True)
