@@ -60,7 +60,7 @@ from .realtime import (
 )
 from .realtime._inspect import InspectedHandshakeError, InspectedSocket, open_inspected
 from .realtime._transport import BinaryFrameError
-from .realtime._urls import DEFAULT_ALLOWED_HOSTS, Strategy
+from .realtime._urls import DEFAULT_ALLOWED_HOSTS, Strategy, check_socket_url
 from .stores.base import Store
 from .stores.file import FileStore
 from .stores.memory import MemoryStore
@@ -107,6 +107,10 @@ EXIT_NOT_STARTED: Final = 2
 _HEADER_NAMES: Final = {name.lower(): name for name in REPORTED_HEADERS}
 _MAX_HEADER_VALUE: Final = 200
 _MAX_REASON: Final = 200
+#: A SockJS info answer is a few dozen bytes; anything much longer is something else.
+_MAX_INFO_BODY: Final = 4096
+#: The SockJS info fields shown (``entropy`` is a random number, left out).
+_INFO_KEYS: Final = ("websocket", "cookie_needed", "origins")
 
 Outcome = Literal[
     "subscribed",
@@ -234,6 +238,8 @@ class ProbeReport:
         socket_url: The ``socket_url`` auth returned.
         auth: The auth step.
         room: The room step, if a room was given.
+        sockjs_info: ``GET <socket_url>/info``, SockJS's description of itself (sent
+            without any credential).
         strategies: One result per strategy tried.
         error: Why the probe stopped before the sockets (auth or network failed).
     """
@@ -246,6 +252,7 @@ class ProbeReport:
     socket_url: str | None
     auth: HttpStep
     room: HttpStep | None = None
+    sockjs_info: HttpStep | None = None
     strategies: tuple[StrategyResult, ...] = ()
     error: str | None = None
 
@@ -280,6 +287,7 @@ class ProbeReport:
             "socket_url": self.socket_url,
             "auth": self.auth.to_json(),
             "room": self.room.to_json() if self.room is not None else None,
+            "sockjs_info": self.sockjs_info.to_json() if self.sockjs_info is not None else None,
             "strategies": [result.to_json() for result in self.strategies],
         }
 
@@ -297,7 +305,7 @@ class ProbeReport:
         if self.socket_url is not None:
             lines.append(f"  socket    {self.socket_url}")
         lines.append("")
-        for step in (self.auth, self.room):
+        for step in (self.auth, self.room, self.sockjs_info):
             if step is not None:
                 lines.extend(_step_lines(step))
         for result in self.strategies:
@@ -510,6 +518,7 @@ async def probe(
             )
         api = _api_for(visitor, client, clock, retry)
         room = await _room_step(api, responses, room_id) if room_id is not None else None
+        info = await _sockjs_info_step(client, visitor.socket_url, socket_hosts)
         channel = api.chats_channel()
         results = []
         for strategy in strategies:
@@ -530,6 +539,7 @@ async def probe(
             socket_url=_clean(visitor.socket_url, 500),
             auth=auth,
             room=room,
+            sockjs_info=info,
             strategies=tuple(results),
         )
     raise AssertionError("unreachable")  # pragma: no cover - the stack returns above
@@ -628,6 +638,59 @@ async def _room_step(api: VisitorAPI, responses: _Responses, room_id: str) -> Ht
         headers=select_headers(response.headers) if response is not None else (),
         detail=_clean(f"room {room.id} found"),
     )
+
+
+async def _sockjs_info_step(
+    client: httpx.AsyncClient, socket_url: str, socket_hosts: Sequence[str]
+) -> HttpStep | None:
+    """``GET <socket_url>/info``: whether a SockJS server is there, and what it offers."""
+    try:
+        check_socket_url(socket_url, allowed_hosts=socket_hosts)
+    except UntrustedEndpointError:
+        return None  # every strategy reports it; nothing is sent there
+    url = httpx.URL(socket_url.rstrip("/") + "/info")
+    begun = anyio.current_time()
+    try:
+        # No auth on this client: the request carries no credential.
+        async with client.stream("GET", url, headers={"Accept": "application/json"}) as response:
+            body = b""
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _MAX_INFO_BODY:
+                    break
+    except httpx.HTTPError as exc:
+        return HttpStep(
+            name="sockjs info",
+            ok=False,
+            status=None,
+            latency_ms=anyio.current_time() - begun,
+            detail=f"no answer: {type(exc).__name__}",
+        )
+    elapsed = anyio.current_time() - begun
+    headers = select_headers(response.headers)
+    info = _decode_info(body) if response.status_code == 200 else None
+    if info is None:
+        detail = "not a SockJS info answer"
+    else:
+        detail = ", ".join(f"{key}: {json.dumps(info[key])}" for key in _INFO_KEYS if key in info)
+    return HttpStep(
+        name="sockjs info",
+        ok=info is not None,
+        status=response.status_code,
+        latency_ms=elapsed,
+        headers=headers,
+        detail=_clean(detail or "an empty SockJS info object"),
+    )
+
+
+def _decode_info(body: bytes) -> dict[str, Any] | None:
+    if len(body) > _MAX_INFO_BODY:
+        return None
+    try:
+        info = json.loads(body)
+    except ValueError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def _last_room_response(responses: _Responses, room_id: str) -> httpx.Response | None:

@@ -87,6 +87,9 @@ async def test_probe_reports_raw_and_sockjs_against_the_fake() -> None:
     assert report.room is not None
     assert report.room.ok
     assert report.room.status == 200
+    assert report.sockjs_info is not None
+    assert report.sockjs_info.ok
+    assert report.sockjs_info.detail.startswith("websocket: true, cookie_needed: false")
     # The router really received one acknowledged sub per working strategy, each for the
     # visitor's chats channel.
     channel = f"/api/v5/public/visitors/{report.visitor_id}/chats"
@@ -207,6 +210,7 @@ async def test_a_socket_url_off_the_allowed_hosts_is_not_opened() -> None:
         report = await probe(ORG, base_url=giosg.base_url)
 
     assert [result.outcome for result in report.strategies] == ["untrusted_url"] * 3
+    assert report.sockjs_info is None  # nothing is sent to that host
     assert "not on the allowed hosts list" in report.strategies[0].detail
     assert report.exit_status == 1
 
