@@ -497,7 +497,7 @@ async def probe(
                     clock=clock,
                 )
             )
-        except GiosgError as exc:
+        except (GiosgError, OSError) as exc:  # OSError: a FileStore that cannot be used
             elapsed = anyio.current_time() - begun
             auth = _auth_step(responses, organization_id, elapsed, error=exc)
             return ProbeReport(
@@ -505,7 +505,7 @@ async def probe(
                 visitor_id=None,
                 socket_url=None,
                 auth=auth,
-                error=_error_line(exc, auth),
+                error=_error_line(exc),
             )
         elapsed = anyio.current_time() - begun
         auth = _auth_step(responses, organization_id, elapsed, error=None)
@@ -514,7 +514,7 @@ async def probe(
             token: Secret = await visitor._fresh_socket_token()
         except GiosgError as exc:  # pragma: no cover - the token was issued just now
             return ProbeReport(
-                **common, visitor_id=None, socket_url=None, auth=auth, error=_error_line(exc, auth)
+                **common, visitor_id=None, socket_url=None, auth=auth, error=_error_line(exc)
             )
         api = _api_for(visitor, client, clock, retry)
         room = await _room_step(api, responses, room_id) if room_id is not None else None
@@ -576,7 +576,11 @@ def _versions() -> dict[str, str]:
 
 
 def _auth_step(
-    responses: _Responses, organization_id: str, elapsed: float, *, error: GiosgError | None
+    responses: _Responses,
+    organization_id: str,
+    elapsed: float,
+    *,
+    error: GiosgError | OSError | None,
 ) -> HttpStep:
     response = responses.by_path.get(f"/api/v5/public/orgs/{organization_id}/auth")
     status = response.status_code if response is not None else None
@@ -596,7 +600,7 @@ def _auth_step(
     )
 
 
-def _error_line(error: GiosgError, auth: HttpStep) -> str:
+def _error_line(error: GiosgError | OSError) -> str:
     """One line for a probe that never reached the sockets."""
     if isinstance(error, APIError):
         if error.status_code in (400, 403, 404):
@@ -612,6 +616,8 @@ def _error_line(error: GiosgError, auth: HttpStep) -> str:
         return _clean(f"no network: could not reach the API ({error})")
     if isinstance(error, UntrustedEndpointError):
         return _clean(f"refused URL: {error}")
+    if isinstance(error, OSError):
+        return _clean(f"the store could not be used: {type(error).__name__}: {error}")
     return _clean(f"auth failed: {type(error).__name__}: {error}")
 
 
