@@ -8,6 +8,12 @@ import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
 
+from ._sockjs_router import (
+    SockJSRouter,
+    SockJSRouterUnavailable,
+    start_sockjs_router,
+    unavailable as unavailable_sockjs,
+)
 from .redis_server import RedisUnavailable, redis_server, unavailable
 
 
@@ -34,3 +40,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield url
     except RedisUnavailable as exc:
         unavailable(str(exc))
+
+
+@pytest.fixture
+def sockjs_router() -> Iterator[SockJSRouter]:
+    """A fresh sockjs-node message router (0.25 s heartbeats); see tests/_sockjs_router.py.
+
+    Installs its npm packages on first use; skips without Node.js/npm, fails in CI.
+    """
+    try:
+        with start_sockjs_router() as router:
+            yield router
+    except SockJSRouterUnavailable as exc:
+        unavailable_sockjs(str(exc))

@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, final
@@ -21,6 +21,8 @@ from typing import Any, Literal, Self, TypeVar, final
 import anyio
 import httpx
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from .._clock import Clock
 from ._bot import ScriptedBot
@@ -32,6 +34,9 @@ from ._router import DropMode, MessageRouter
 __all__ = ["FakeGiosg"]
 
 T = TypeVar("T")
+
+#: Where an external message router asks the fake whether a ``sub`` is allowed.
+_AUTHORIZE_PATH = "/_fake/router/authorize"
 
 
 @final
@@ -56,6 +61,11 @@ class FakeGiosg:
             its subscriptions used expires.
         heartbeat_interval: SockJS ``h`` frame interval, seconds.
         page_size: Items per page of every list endpoint.
+        socket_url: Hand out this ``socket_url`` from auth instead of the built-in
+            router's: for an external message router (a real SockJS server). Such a
+            router can check each ``sub`` with ``POST /_fake/router/authorize``
+            (``{"token", "channel"}`` -> ``{"ok": bool, "reason": str}``) and receive
+            notifications through :meth:`add_publisher`.
     """
 
     def __init__(
@@ -71,6 +81,7 @@ class FakeGiosg:
         strict_socket_expiry: bool = False,
         heartbeat_interval: float = 25.0,
         page_size: int = 50,
+        socket_url: str | None = None,
     ) -> None:
         self.state = FakeState(
             clock=clock,
@@ -90,6 +101,8 @@ class FakeGiosg:
             strict_expiry=strict_socket_expiry,
             heartbeat_interval=heartbeat_interval,
         )
+        self.app.add_route(_AUTHORIZE_PATH, self._authorize_endpoint, methods=["POST"])
+        self._socket_url_override = socket_url
         self.bots: list[ScriptedBot] = []
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,7 +126,31 @@ class FakeGiosg:
 
     def _set_urls(self, base_url: str) -> None:
         self.state.base_url = base_url
-        self.state.socket_url = f"{base_url}/router"
+        self.state.socket_url = self._socket_url_override or f"{base_url}/router"
+
+    def add_publisher(
+        self, publish: Callable[[str, str, Mapping[str, Any] | None, str | None], object]
+    ) -> None:
+        """Also send every notification to ``publish(channel, action, resource, resource_id)``.
+
+        It is called on the fake's own loop (or inline in-process), for an external
+        message router; it should return quickly.
+        """
+        self.state.publishers.append(publish)
+
+    async def _authorize_endpoint(self, request: Request) -> Response:
+        """``POST {"token", "channel"}``: the built-in router's permission check, for others."""
+        try:
+            body = await request.json()
+            token, channel = body["token"], body["channel"]
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"detail": "token and channel are required"}, status_code=400)
+        if not isinstance(token, str) or not isinstance(channel, str):
+            return JSONResponse({"detail": "token and channel must be strings"}, status_code=400)
+        verdict = self._authorize_channel(token, channel)
+        if verdict is True:
+            return JSONResponse({"ok": True})
+        return JSONResponse({"ok": False, "reason": verdict or "not permitted"})
 
     # In-process use -------------------------------------------------------------------------
 
@@ -385,7 +422,7 @@ class FakeGiosg:
                     raise RuntimeError("uvicorn stopped before it started")
                 await asyncio.sleep(0.005)
             await self.router.start(host=self._host)
-            self.state.socket_url = self.router.socket_url
+            self.state.socket_url = self._socket_url_override or self.router.socket_url
             self.state.publishers.append(self.router.push)
             self._ready.set()
             await self._stop.wait()
