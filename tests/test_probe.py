@@ -1,9 +1,11 @@
 """``giosg-visitor probe``: the first-contact report, against the fake over real sockets.
 
 In-process runs check what the report says for each socket strategy (raw and SockJS
-framing, refusals of every kind); command runs (``python -m giosg_visitor probe``) check
-the exit statuses, the one-line errors, the JSON output, that nothing is written without
-``--store``, and that no issued secret reaches the output even when the server echoes it.
+framing, refusals of every kind), against the fake's router and against a real SockJS
+server (our router on sockjs-node, ``tests/sockjs_router``); command runs (``python -m
+giosg_visitor probe``) check the exit statuses, the one-line errors, the JSON output, that
+nothing is written without ``--store``, and that no issued secret reaches the output even
+when the server echoes it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import pytest
 
 from giosg_visitor._probe import ProbeReport, StrategyResult, frame_kind, probe, select_headers
 from giosg_visitor.testing import FakeGiosg
+
+from ._sockjs_router import SockJSRouter
 
 
 ORG = "e6a08f51-c250-4074-847b-58d444dbbeb1"
@@ -373,3 +377,66 @@ async def test_command_needs_an_organization(anyio_backend: str, tmp_path: Path)
     assert status == 2
     assert out == ""
     assert err == "giosg-visitor probe: error: --org is required (or --fake)\n"
+
+
+# Against a real SockJS server ------------------------------------------------------------
+
+
+async def test_probe_against_a_real_sockjs_node_router(sockjs_router: SockJSRouter) -> None:
+    """sockjs-node: both framings subscribe, framed sessions heartbeat with WebSocket
+    pings, and the prefix itself is a plain page (200 without an upgrade)."""
+    async with FakeGiosg(socket_url=sockjs_router.socket_url) as giosg:
+        await sockjs_router.attach(giosg)
+        report = await probe(ORG, base_url=giosg.base_url, listen=4 * sockjs_router.heartbeat)
+        stats = await sockjs_router.stats()
+
+    assert report.worked == ["raw", "sockjs"]
+    assert report.exit_status == 0
+    assert stats["subs"] == 2
+    assert stats["subs_refused"] == 0
+    assert report.sockjs_info is not None
+    assert report.sockjs_info.detail.startswith("websocket: true")
+
+    raw = _result(report, "raw")
+    assert raw.frames.get("text") == 1
+    assert "ping" not in raw.frames  # sockjs-node never heartbeats its raw endpoint
+
+    sockjs = _result(report, "sockjs")
+    assert sockjs.frames.get("sockjs-open") == 1
+    assert sockjs.frames.get("sockjs-array") == 1
+    assert sockjs.frames.get("ping", 0) >= 2
+    assert "sockjs-heartbeat" not in sockjs.frames
+
+    as_is = _result(report, "as_is")
+    assert as_is.outcome == "no_upgrade"
+    assert as_is.handshake_status == 200
+
+
+async def test_command_against_a_real_sockjs_node_router_that_refuses_a_sub(
+    sockjs_router: SockJSRouter, anyio_backend: str, tmp_path: Path
+) -> None:
+    """The command against sockjs-node refusing the first ``sub``: the report says so."""
+    async with FakeGiosg(socket_url=sockjs_router.socket_url) as giosg:
+        await sockjs_router.attach(giosg)
+        await sockjs_router.refuse(next=1)
+        status, out, err = await _command(
+            "--org",
+            ORG,
+            "--base-url",
+            giosg.base_url,
+            "--json",
+            backend=anyio_backend,
+            cwd=tmp_path,
+        )
+        secrets = _issued_secrets(giosg)
+    assert status == 0, err
+    report = json.loads(out)
+    outcomes = {s["strategy"]: (s["outcome"], s["detail"]) for s in report["strategies"]}
+    assert outcomes["raw"] == (
+        "subscription_refused",
+        "the subscription was refused: refused by the test",
+    )
+    assert outcomes["sockjs"][0] == "subscribed"
+    assert outcomes["as_is"][0] == "no_upgrade"
+    for secret in secrets:
+        assert secret not in out
