@@ -1335,7 +1335,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if group is None or args is None:
             return
         self._writing = True
-        group.start_soon(self._writer, *args)
+        writer = self._writer(*args)
+        try:
+            group.start_soon(lambda: writer)
+        except RuntimeError:
+            # The socket's task group is closing (trio refuses new tasks then): close the
+            # coroutine so it is not reported as "never awaited" at exit.
+            writer.close()
+            self._writing = False
+            raise
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         channel = self._channels.get(subscription.channel)
