@@ -126,8 +126,8 @@ class Fence:
 
 
 def doc_files() -> list[Path]:
-    """``README.md`` and every Markdown page of the site."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """``README.md``, the PyPI description and every Markdown page of the site."""
+    return [ROOT / "README.md", ROOT / "README.pypi.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def collect_fences(path: Path) -> list[Fence]:
