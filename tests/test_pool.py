@@ -114,6 +114,6 @@ async def test_misuse_is_reported() -> None:
     with pytest.raises(RuntimeError):
         await pool.get("x")
     with pytest.raises(TypeError):
-        VisitorPool(ORG_ID, store=MemoryStore(), key="k")
+        VisitorPool(ORG_ID, store=MemoryStore(), key="k")  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         VisitorPool(ORG_ID, store=MemoryStore(), idle_timeout=0)
