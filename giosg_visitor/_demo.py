@@ -273,6 +273,14 @@ SLASH_COMMANDS: dict[str, SlashCommand] = {
 }
 
 
+def _find_command(name: str) -> SlashCommand | None:
+    """The command typed as ``/name``: the one place that maps a typed word to a command.
+
+    Commands whose name is not fixed (numbered choices such as ``/1``) resolve here too.
+    """
+    return SLASH_COMMANDS.get(name.lower())
+
+
 async def _handle_line(session: ChatSession, line: str) -> bool:
     """Send a typed line or run its slash command; ``True``: leave the chat."""
     text = line.strip()
@@ -283,7 +291,7 @@ async def _handle_line(session: ChatSession, line: str) -> bool:
         return False
     if text.startswith("/"):
         name, _, rest = text[1:].partition(" ")
-        command = SLASH_COMMANDS.get(name.lower())
+        command = _find_command(name)
         if command is None:
             session.printer.say(f"Unknown command /{name} (not sent); /help lists the commands.")
             return False

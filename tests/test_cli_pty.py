@@ -213,3 +213,20 @@ def test_version_and_python_dash_m(env: dict[str, str], tmp_path: Path) -> None:
     result = run_cli(["--version"], env, tmp_path)
     assert result.returncode == 0
     assert result.stdout.strip() == f"giosg-visitor {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("platform", "environ", "expected"),
+    [
+        ("linux", {"HOME": "/home/u"}, "/home/u/.local/state/giosg-visitor"),
+        ("linux", {"HOME": "/home/u", "XDG_STATE_HOME": "/xdg"}, "/xdg/giosg-visitor"),
+        # A relative XDG_STATE_HOME is ignored, as the XDG spec says.
+        ("linux", {"HOME": "/u", "XDG_STATE_HOME": "rel"}, "/u/.local/state/giosg-visitor"),
+        ("darwin", {"HOME": "/Users/u"}, "/Users/u/Library/Application Support/giosg-visitor"),
+        ("win32", {"HOME": "/h", "LOCALAPPDATA": "/appdata"}, "/appdata/giosg-visitor"),
+    ],
+)
+def test_user_state_dir_rules(platform: str, environ: dict[str, str], expected: str) -> None:
+    from giosg_visitor._paths import user_state_dir
+
+    assert user_state_dir(environ=environ, platform=platform) == Path(expected)
