@@ -346,8 +346,9 @@ async def run_chat(options: ChatOptions, *, out: TextIO = sys.stdout) -> int:
     store_path = options.store_path
     store_path.parent.mkdir(parents=True, exist_ok=True)
     store = FileStore(store_path)
-    # One store file may hold the real service's visitor and the fake's side by side.
-    key = f"fake:{options.organization_id}" if options.fake else options.organization_id
+    # One store file may hold the real service's visitor and the fake's side by side;
+    # "default" is the key earlier versions used, so an old store keeps its visitor.
+    key = "fake" if options.fake else "default"
     async with AsyncExitStack() as stack:
         base_url = options.base_url or DEFAULT_BASE_URL
         if options.fake:
