@@ -18,6 +18,7 @@ from .errors import (
     APIError as APIError,
     AuthenticationError as AuthenticationError,
     ChatEndedError as ChatEndedError,
+    ClosedError as ClosedError,
     ConnectionClosedError as ConnectionClosedError,
     DeliveryUnknownError as DeliveryUnknownError,
     GiosgError as GiosgError,
@@ -55,7 +56,7 @@ from .models import (
     StoredToken as StoredToken,
     VisitorRecord as VisitorRecord,
 )
-from .pool import VisitorPool as VisitorPool
+from .pool import VisitorOptions as VisitorOptions, VisitorPool as VisitorPool
 from .realtime import (
     Change as Change,
     ConnectionState as ConnectionState,
@@ -87,6 +88,7 @@ __all__ = [
     "ChatInfo",
     "ClientCredentials",
     "Clock",
+    "ClosedError",
     "ConnectionClosedError",
     "ConnectionState",
     "DeliveryUnknownError",
@@ -141,6 +143,7 @@ __all__ = [
     "UnsupportedGrantTypeError",
     "UntrustedEndpointError",
     "Visitor",
+    "VisitorOptions",
     "VisitorPool",
     "VisitorRecord",
     "__version__",

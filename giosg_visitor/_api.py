@@ -25,7 +25,7 @@ import httpx
 from ._clock import Clock
 from ._http import USER_AGENT, api_error, map_http_errors, retry_delay, same_origin
 from ._renewal import RetryPolicy
-from .errors import GiosgError, ProtocolError, UntrustedEndpointError
+from .errors import ClosedError, GiosgError, ProtocolError, UntrustedEndpointError
 from .models import ChatInfo, Membership, Message, OnlineUser, Room, decode_json_object
 
 
@@ -81,6 +81,8 @@ class VisitorAPI:
         self._retry = retry
         self._rng = rng
         self._resolved: dict[str, httpx.URL] = {}
+        #: Set when the visitor closes: later calls raise ClosedError, not httpx's error.
+        self.closed = False
         # Insertion-ordered: the oldest claim is forgotten first.
         self._claimed: dict[str, None] = {}
 
@@ -228,6 +230,11 @@ class VisitorAPI:
         *,
         retry: bool | None,
     ) -> httpx.Response:
+        if self.closed or self._client.is_closed:
+            raise ClosedError(
+                "the visitor is closed: use its chats inside `async with Visitor(...)` "
+                "(or between start() and aclose())"
+            )
         url = self._resolve(path_or_url)
         idempotent = method in ("GET", "PUT", "PATCH", "DELETE") if retry is None else retry
         started = self._clock.monotonic()

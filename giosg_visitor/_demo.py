@@ -5,35 +5,74 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 
 import anyio
+import anyio.abc
+import attrs
 
 from ._http import DEFAULT_BASE_URL
 from .chat import Chat
+from .errors import GiosgError, InvalidSecretError, NotFoundError, TransportError
 from .models import Membership, Message
 from .stores.file import FileStore
 from .visitor import Visitor
 
 
-__all__ = ["DEMO_ORG_ID", "DEMO_ROOM_ID", "run_chat", "run_demo"]
+__all__ = [
+    "DEMO_ORG_ID",
+    "DEMO_ROOM_ID",
+    "SLASH_COMMANDS",
+    "ChatOptions",
+    "ChatSession",
+    "CommandError",
+    "SlashCommand",
+    "run_chat",
+    "run_demo",
+]
 
 DEMO_ORG_ID = "e6a08f51-c250-4074-847b-58d444dbbeb1"
 DEMO_ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
 
 
-class _Printer:
-    """Prints the conversation; remembers what was shown so the demo can wait for it."""
+class CommandError(Exception):
+    """An expected failure of a command: printed as one line, exit code 1."""
 
-    def __init__(self, out: TextIO) -> None:
+
+class _Printer:
+    """Prints the conversation; remembers what was shown so the demo can wait for it.
+
+    With a ``prompt``, each line first clears the one being typed and then redraws the
+    prompt, so messages that arrive while the user types do not end up inside the input.
+    """
+
+    def __init__(self, out: TextIO, *, prompt: str = "") -> None:
         self._out = out
+        self._prompt = prompt
         self.shown: list[Message] = []
         self._pulse = anyio.Event()
 
     def say(self, text: str = "") -> None:
-        print(text, file=self._out, flush=True)
+        if self._prompt:
+            self._out.write(f"\r\x1b[K{text}\n{self._prompt}")
+            self._out.flush()
+        else:
+            print(text, file=self._out, flush=True)
+
+    def prompt(self) -> None:
+        """Show the prompt again (after the user pressed Enter)."""
+        if self._prompt:
+            self._out.write(self._prompt)
+            self._out.flush()
+
+    def end_prompt(self) -> None:
+        """Leave the prompt line, so the shell's prompt starts on a clean line."""
+        if self._prompt:
+            self._out.write("\r\x1b[K")
+            self._out.flush()
 
     def message(self, message: Message, *, note: str = "") -> None:
         self.shown.append(message)
@@ -63,8 +102,15 @@ def _operator_text(message: Message) -> bool:
     return message.sender_type == "user" and message.type == "msg"
 
 
-async def _show_messages(chat: Chat, printer: _Printer, reconnected: list[bool]) -> None:
+async def _show_messages(
+    chat: Chat,
+    printer: _Printer,
+    reconnected: list[bool],
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
     async with chat.messages(include_history=False) as stream:
+        task_status.started()
         async for message in stream:
             note = "recovered after the reconnect" if reconnected and reconnected[-1] else ""
             printer.message(message, note=note)
@@ -94,7 +140,9 @@ async def run_demo(
 
     printer = _Printer(out)
     store_path = state_dir / "visitor.json"
-    fake = FakeGiosg(token_lifetime=lifetime, data_file=state_dir / "fake-giosg.json")
+    fake = FakeGiosg(
+        token_lifetime=lifetime, data_file=state_dir / "fake-giosg.json", rooms=[DEMO_ROOM_ID]
+    )
     async with fake as giosg:
         printer.say(f"Fake Giosg on {giosg.base_url}; access tokens live {lifetime:g} s.")
         store = FileStore(store_path)
@@ -157,50 +205,214 @@ async def run_demo(
         )
 
 
-async def run_chat(
-    organization_id: str,
-    room_id: str,
-    *,
-    base_url: str | None,
-    fake: bool,
-    store_path: Path,
-    out: TextIO = sys.stdout,
-) -> None:
-    """An interactive terminal chat: type lines; ``/end`` ends the chat, ``/quit`` leaves."""
-    from contextlib import AsyncExitStack
+@attrs.frozen(kw_only=True)
+class ChatOptions:
+    """What ``giosg-visitor chat`` was asked to do (validated by the command line)."""
 
-    printer = _Printer(out)
+    organization_id: str
+    room_id: str
+    base_url: str | None
+    fake: bool
+    store_path: Path
+
+
+@attrs.define(kw_only=True)
+class ChatSession:
+    """The state a slash command works on."""
+
+    options: ChatOptions
+    visitor: Visitor
+    chat: Chat
+    printer: _Printer
+    #: The user ended the chat here (so the end is not reported twice).
+    ended_here: bool = False
+
+
+@attrs.frozen
+class SlashCommand:
+    """A local command typed as ``/name``: it is handled here and never sent.
+
+    ``run`` gets the session and the rest of the line; it returns ``True`` to leave the
+    chat. Add a command by adding an entry to :data:`SLASH_COMMANDS`.
+    """
+
+    name: str
+    summary: str
+    run: Callable[[ChatSession, str], Awaitable[bool]]
+
+
+async def _help(session: ChatSession, _rest: str) -> bool:
+    session.printer.say("Commands (never sent to the operator):")
+    for command in SLASH_COMMANDS.values():
+        session.printer.say(f"  /{command.name:<6} {command.summary}")
+    session.printer.say("  Any other line is sent (start it with // to send a leading /).")
+    session.printer.say("  Ctrl-D leaves too; Ctrl-C interrupts (exit code 130).")
+    return False
+
+
+async def _end(session: ChatSession, _rest: str) -> bool:
+    session.ended_here = True
+    await session.chat.end()
+    session.printer.say("Chat ended.")
+    return True
+
+
+async def _quit(session: ChatSession, _rest: str) -> bool:
+    session.printer.say("Left the chat; it stays open (/end ends it).")
+    return True
+
+
+#: The local commands, by name. Lookup is by the word after the slash.
+SLASH_COMMANDS: dict[str, SlashCommand] = {
+    command.name: command
+    for command in (
+        SlashCommand("help", "list these commands", _help),
+        SlashCommand("end", "end the chat and leave", _end),
+        SlashCommand("quit", "leave; the chat stays open", _quit),
+    )
+}
+
+
+def _find_command(name: str) -> SlashCommand | None:
+    """The command typed as ``/name``: the one place that maps a typed word to a command.
+
+    Commands whose name is not fixed (numbered choices such as ``/1``) resolve here too.
+    """
+    return SLASH_COMMANDS.get(name.lower())
+
+
+async def _handle_line(session: ChatSession, line: str) -> bool:
+    """Send a typed line or run its slash command; ``True``: leave the chat."""
+    text = line.strip()
+    if not text:
+        return False
+    if text.startswith("//"):
+        await session.chat.send(text[1:])
+        return False
+    if text.startswith("/"):
+        name, _, rest = text[1:].partition(" ")
+        command = _find_command(name)
+        if command is None:
+            session.printer.say(f"Unknown command /{name} (not sent); /help lists the commands.")
+            return False
+        return await command.run(session, rest.strip())
+    await session.chat.send(text)
+    return False
+
+
+_READ_SIZE: Final = 4096
+
+
+async def _stdin_lines() -> AsyncIterator[str]:
+    """Lines typed on stdin, read without a thread where the platform allows.
+
+    A thread blocked in ``readline`` cannot be cancelled: Ctrl-C would then wait for the
+    next Enter. On Unix the event loop waits for stdin to become readable instead, so
+    cancelling the read is immediate on asyncio and trio.
+    """
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = -1
+    if fd < 0 or sys.platform == "win32":
+        while True:
+            line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+            if not line:
+                return
+            yield line
+    pending = b""
+    while True:
+        await anyio.wait_readable(fd)
+        chunk = os.read(fd, _READ_SIZE)
+        if not chunk:
+            if pending:
+                yield pending.decode(errors="replace")
+            return
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            yield line.decode(errors="replace") + "\n"
+
+
+async def run_chat(options: ChatOptions, *, out: TextIO = sys.stdout) -> int:
+    """An interactive terminal chat; returns the exit code (0: the user left).
+
+    Typed lines are sent; slash commands (:data:`SLASH_COMMANDS`) run locally. End of
+    input (Ctrl-D) leaves. Expected failures raise :class:`CommandError` with one line
+    that says what to do.
+    """
+    interactive = sys.stdin.isatty() and out.isatty()
+    printer = _Printer(out, prompt="> " if interactive else "")
+    store_path = options.store_path
+    store_path.parent.mkdir(parents=True, exist_ok=True)
+    store = FileStore(store_path)
+    # One store file may hold the real service's visitor and the fake's side by side;
+    # "default" is the key earlier versions used, so an old store keeps its visitor.
+    key = "fake" if options.fake else "default"
     async with AsyncExitStack() as stack:
-        if fake:
+        base_url = options.base_url or DEFAULT_BASE_URL
+        if options.fake:
             from .testing import FakeGiosg
 
-            giosg = await stack.enter_async_context(FakeGiosg())
-            base_url = giosg.base_url
-            await giosg.start_bot(room_id, name="Demo Bot", organization_id=organization_id)
-        visitor = await stack.enter_async_context(
-            Visitor(
-                organization_id,
-                base_url=base_url or DEFAULT_BASE_URL,
-                store=FileStore(store_path),
+            # The fake keeps its visitors beside the store, so the next run resumes the
+            # same visitor. Without that file the fake has never seen the stored visitor
+            # (nor its token): forget it, so a new one starts instead of being rejected.
+            data_file = store_path.with_name("fake-giosg.json")
+            if not data_file.exists():
+                await store.delete(key)
+            giosg = await stack.enter_async_context(
+                FakeGiosg(data_file=data_file, rooms=[options.room_id])
             )
-        )
-        printer.say(
-            f"Visitor {visitor.visitor_id}. Type a message; /end ends the chat, /quit leaves."
-        )
-        chat = await visitor.start_chat(room_id)
+            base_url = giosg.base_url
+            await giosg.start_bot(
+                options.room_id, name="Demo Bot", organization_id=options.organization_id
+            )
+        try:
+            visitor = await stack.enter_async_context(
+                Visitor(
+                    options.organization_id,
+                    base_url=base_url,
+                    store=store,
+                    key=key,
+                )
+            )
+            chat = await visitor.start_chat(options.room_id)
+        except InvalidSecretError:
+            raise CommandError(
+                f"{base_url} rejected the visitor saved in {store_path}; delete that file "
+                "(or pass another --store) to chat as a new visitor"
+            ) from None
+        except NotFoundError:
+            raise CommandError(
+                f"room {options.room_id} was not found in organization "
+                f"{options.organization_id} (check --room and --org)"
+            ) from None
+        except TransportError as exc:
+            raise CommandError(f"cannot reach {base_url}: {exc}") from None
+        where = "the embedded fake Giosg" if options.fake else base_url
+        printer.say(f"Visitor {visitor.visitor_id}, chatting in room {options.room_id} on {where}.")
+        printer.say("Type a message and press Enter; /help lists the commands.")
+        session = ChatSession(options=options, visitor=visitor, chat=chat, printer=printer)
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_show_messages, chat, printer, [])
+            await tg.start(_show_messages, chat, printer, [])
             tg.start_soon(_show_typing, chat, printer)
-            while True:
-                line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-                text = line.strip()
-                if not line or text == "/quit":
-                    break
-                if text == "/end":
-                    await chat.end()
-                    printer.say("Chat ended.")
-                    break
-                if text:
-                    await chat.send(text)
+            tg.start_soon(_report_end, session)
+            async for line in _stdin_lines():
+                try:
+                    if await _handle_line(session, line):
+                        break
+                except GiosgError as exc:
+                    # One failed send (an ended chat, a network blip) does not end the session.
+                    printer.say(f"Not sent: {exc}")
+                    continue
+                printer.prompt()
             await anyio.sleep(0.5)  # let the last answers arrive
             tg.cancel_scope.cancel()
+        printer.end_prompt()
+    return 0
+
+
+async def _report_end(session: ChatSession) -> None:
+    await session.chat.wait_ended()
+    if not session.ended_here:
+        session.printer.say("The chat has ended; /quit leaves.")

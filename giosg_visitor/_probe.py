@@ -1007,6 +1007,8 @@ async def _run(args: argparse.Namespace) -> ProbeReport:
         from .testing import FakeGiosg
 
         # Short SockJS heartbeats, so that the listening window shows some.
-        async with FakeGiosg(heartbeat_interval=0.25) as giosg:
+        # The embedded fake knows the room the user asked about, so --room works there.
+        rooms = [args.room] if args.room else []
+        async with FakeGiosg(heartbeat_interval=0.25, rooms=rooms) as giosg:
             return await probe(organization_id, base_url=giosg.base_url, **options)
     return await probe(organization_id, base_url=args.base_url or DEFAULT_BASE_URL, **options)

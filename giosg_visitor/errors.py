@@ -4,8 +4,9 @@ Every error the SDK raises on purpose derives from :class:`GiosgError`. httpx an
 websockets exceptions are translated at the edges and never reach users untranslated;
 the original is kept as ``__cause__``.
 
-Misuse of the API (wrong argument types, a closed client) raises the builtin
-``TypeError``, ``ValueError`` or ``RuntimeError`` instead.
+Misuse of the API (wrong argument types) raises the builtin ``TypeError`` or
+``ValueError`` instead. Using a visitor or pool after it was closed raises
+:class:`ClosedError`, which is also a ``RuntimeError``.
 
 No exception message or attribute ever contains a secret (visitor secret, access token,
 client secret, refresh token): URLs carried here are the request URLs, which never hold
@@ -25,6 +26,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "ChatEndedError",
+    "ClosedError",
     "ConnectionClosedError",
     "DeliveryUnknownError",
     "GiosgError",
@@ -57,6 +59,15 @@ class GiosgError(Exception):
 
 
 # Transport ---------------------------------------------------------------------------
+
+
+class ClosedError(GiosgError, RuntimeError):
+    """A visitor, its chats or a pool were used after being closed.
+
+    Calls work only while the object is open: inside ``async with Visitor(...)`` (or
+    between ``start()`` and ``aclose()``), inside ``async with VisitorPool(...)``. Not
+    retryable: open a new one. Also a ``RuntimeError``, which such misuse raised before.
+    """
 
 
 class TransportError(GiosgError):

@@ -2,23 +2,68 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Callable, Generator, Sequence
+from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Any, Self, final
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, TypedDict, Unpack, final
 
 import anyio
 import anyio.abc
 import httpx
 
+from ._auth import InvalidSecretPolicy
 from ._clock import Clock, SystemClock
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
+from ._renewal import RenewalPolicy, RetryPolicy
+from .errors import ClosedError
+from .realtime import ReconnectPolicy
 from .stores.base import Store
 from .visitor import Visitor
 
 
-__all__ = ["VisitorPool"]
+__all__ = ["VisitorOptions", "VisitorPool"]
+
+
+class VisitorOptions(TypedDict, total=False):
+    """The :class:`~giosg_visitor.Visitor` options a pool passes to every visitor.
+
+    The same keywords as ``Visitor(...)`` without those the pool sets itself
+    (``store``, ``key``, ``http_client``, ``base_url``, ``clock``); see
+    :class:`~giosg_visitor.Visitor` for what each does.
+    """
+
+    timeouts: Timeouts | None
+    renewal: RenewalPolicy | None
+    retry: RetryPolicy | None
+    on_invalid_secret: InvalidSecretPolicy
+    realtime: bool
+    socket_strategy: Literal["raw", "sockjs", "as_is"]
+    socket_hosts: Sequence[str]
+    reconnect: ReconnectPolicy | None
+    ping_interval: float | None
+    ping_timeout: float
+    presence_expires_in: int
+    rng: Callable[[], float]
+
+
+_RESERVED = ("store", "key", "http_client", "base_url", "clock")
+
+
+def _check_options(organization_id: str, base_url: str, options: dict[str, Any]) -> None:
+    """Fail at construction, not at the first ``pool.visitor()``: names, then values."""
+    known = VisitorOptions.__optional_keys__
+    for name in options:
+        if name in _RESERVED:
+            raise TypeError(f"{name!r} is set by the pool")
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"VisitorPool got an unknown visitor option {name!r}{hint}")
+    # Visitor's own checks (types, choices, URLs) run now; creating one does no I/O.
+    Visitor(organization_id, base_url=base_url, **options)
+
 
 logger = logging.getLogger("giosg_visitor.pool")
 
@@ -63,8 +108,14 @@ class VisitorPool:
         max_connections: Size of the shared HTTP connection pool.
         http_client: Use this client instead of creating one (not closed by the pool).
         clock: Time source (tests pass a ``FakeClock``).
-        **visitor_options: Passed to every :class:`~giosg_visitor.Visitor` (``realtime``,
-            ``renewal``, ``retry``, ``timeouts``, ...).
+        **visitor_options: Passed to every :class:`~giosg_visitor.Visitor`: the keys of
+            :class:`VisitorOptions` (``realtime``, ``renewal``, ``retry``, ``timeouts``,
+            ...). A misspelt or invalid option raises here, not at first use.
+
+    Raises:
+        TypeError: An unknown visitor option (the message suggests the closest name), or
+            one the pool sets itself.
+        ValueError: An invalid option value or pool setting.
     """
 
     def __init__(
@@ -78,15 +129,13 @@ class VisitorPool:
         max_connections: int = 100,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
-        **visitor_options: Any,
+        **visitor_options: Unpack[VisitorOptions],
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
             raise ValueError("idle_timeout must be positive (or None)")
         if max_concurrent_starts < 1:
             raise ValueError("max_concurrent_starts must be at least 1")
-        for reserved in ("store", "key", "http_client", "base_url", "clock"):
-            if reserved in visitor_options:
-                raise TypeError(f"{reserved!r} is set by the pool")
+        _check_options(organization_id, base_url, dict(visitor_options))
         self.organization_id = organization_id
         self._store = store
         self._base_url = base_url
@@ -96,7 +145,8 @@ class VisitorPool:
         self._shared_client = http_client
         self._client: httpx.AsyncClient | None = None
         self._clock: Clock = clock or SystemClock()
-        self._options = visitor_options
+        self._options: dict[str, Any] = dict(visitor_options)
+        self._closed = False
         self._entries: dict[str, _Entry] = {}
         self._task_group: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
@@ -149,6 +199,7 @@ class VisitorPool:
 
     async def aclose(self) -> None:
         """Close every visitor and the shared client."""
+        self._closed = True
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
@@ -172,6 +223,8 @@ class VisitorPool:
             RuntimeError: The pool is not running.
             GiosgError: The visitor could not start (typed, as from ``Visitor``).
         """
+        if self._closed:
+            raise ClosedError("the pool is closed: use it inside `async with VisitorPool(...)`")
         if self._task_group is None or self._stack is None:
             raise RuntimeError("use `async with VisitorPool(...)` first")
         entry = self._entries.get(key)
@@ -194,19 +247,24 @@ class VisitorPool:
         assert entry.visitor is not None
         return entry.visitor
 
-    @asynccontextmanager
-    async def visitor(self, key: str) -> AsyncIterator[Visitor]:
-        """Use the visitor for ``key``; it is not closed as idle while the block runs."""
-        visitor = await self.get(key)
+    def visitor(self, key: str) -> _Lease:
+        """Use the visitor for ``key``; it is not closed as idle while the block runs.
+
+        Use as ``async with pool.visitor(key) as visitor:`` (``await pool.get(key)``
+        returns the visitor without that protection).
+        """
+        return _Lease(self, key)
+
+    def _lease(self, key: str) -> _Entry | None:
         entry = self._entries.get(key)
         if entry is not None:
             entry.users += 1
-        try:
-            yield visitor
-        finally:
-            if entry is not None:
-                entry.users -= 1
-                entry.last_used = self._clock.monotonic()
+        return entry
+
+    def _release(self, entry: _Entry | None) -> None:
+        if entry is not None:
+            entry.users -= 1
+            entry.last_used = self._clock.monotonic()
 
     async def close_visitor(self, key: str) -> None:
         """Close the visitor for ``key`` now (it is resumed from the store on next use)."""
@@ -269,3 +327,38 @@ class VisitorPool:
                         logger.debug("closing idle visitor %s", entry.key)
                         self.closed_idle += 1
                         entry.closed.set()
+
+
+@final
+class _Lease:
+    """``async with pool.visitor(key) as visitor``: the visitor, kept open while in use."""
+
+    __slots__ = ("_entry", "_key", "_pool")
+
+    def __init__(self, pool: VisitorPool, key: str) -> None:
+        self._pool = pool
+        self._key = key
+        self._entry: _Entry | None = None
+
+    async def __aenter__(self) -> Visitor:
+        visitor = await self._pool.get(self._key)
+        self._entry = self._pool._lease(self._key)
+        return visitor
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry, self._entry = self._entry, None
+        self._pool._release(entry)
+
+    if not TYPE_CHECKING:
+        # Only at run time: type checkers keep reporting `await pool.visitor(...)` as
+        # an error, and the run-time message says what to write instead.
+        def __await__(self) -> Generator[Any, None, NoReturn]:
+            raise TypeError(
+                "pool.visitor(key) is not awaitable: use `async with pool.visitor(key) as "
+                "visitor:` (or `visitor = await pool.get(key)`)"
+            )

@@ -759,7 +759,9 @@ class Visitor:
             timeout: Seconds each iteration step may wait before :class:`TimeoutError`.
         """
         runner = self._require_runner()
-        subscription = runner.run_sync(self._visitor.subscribe, channel)
+        # Returned in a tuple: the portal awaits an awaitable result, and a subscription
+        # only defines __await__ to explain that it is not meant to be awaited.
+        (subscription,) = runner.run_sync(lambda: (self._visitor.subscribe(channel),))
         return Subscription(runner, subscription, timeout)
 
     def _require_runner(self) -> _Runner:

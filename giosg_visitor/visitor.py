@@ -25,7 +25,13 @@ from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._secret import Secret
 from .chat import Chat
-from .errors import GiosgError, NotFoundError, RenewalFailedError, SubscriptionError
+from .errors import (
+    ClosedError,
+    GiosgError,
+    NotFoundError,
+    RenewalFailedError,
+    SubscriptionError,
+)
 from .models import ChatInfo, IdentityChange, OrganizationSession, Room
 from .realtime import (
     DEFAULT_ALLOWED_HOSTS,
@@ -408,6 +414,8 @@ class Visitor:
         if self._closed:
             return
         self._closed = True
+        if self._api is not None:
+            self._api.closed = True
         if self._session is not None:
             self._session.close()
         stack, self._stack = self._stack, None
@@ -658,7 +666,10 @@ class Visitor:
 
     def _require_session(self) -> VisitorSession:
         if self._closed:
-            raise RuntimeError("the visitor is closed")
+            raise ClosedError(
+                "the visitor is closed: use it inside `async with Visitor(...)` "
+                "(or between start() and aclose())"
+            )
         if self._session is None:
             raise RuntimeError("the visitor has not been started (use `async with Visitor(...)`)")
         return self._session

@@ -126,8 +126,8 @@ class Fence:
 
 
 def doc_files() -> list[Path]:
-    """``README.md`` and every Markdown page of the site."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """``README.md``, the PyPI description and every Markdown page of the site."""
+    return [ROOT / "README.md", ROOT / "README.pypi.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def collect_fences(path: Path) -> list[Fence]:
@@ -391,7 +391,7 @@ async def run_async_sample(sample: Sample, extra: Mapping[str, str], tmp_path: P
     with anyio.fail_after(SAMPLE_TIMEOUT):
         async with AsyncExitStack() as stack:
             if wanted & _WORLD_NAMES:
-                giosg = await stack.enter_async_context(FakeGiosg())
+                giosg = await stack.enter_async_context(FakeGiosg(rooms=[ROOM_ID]))
                 namespace.update(giosg=giosg, BASE_URL=giosg.base_url)
                 if wanted & {"visitor", "chat"}:
                     visitor = await stack.enter_async_context(
@@ -415,7 +415,7 @@ async def _fixtures(function: Any, stack: AsyncExitStack, tmp_path: Path) -> dic
     kwargs: dict[str, Any] = {}
     for name in inspect.signature(function).parameters:
         if name == "giosg":
-            kwargs[name] = await stack.enter_async_context(FakeGiosg())
+            kwargs[name] = await stack.enter_async_context(FakeGiosg(rooms=[ROOM_ID]))
         elif name == "fake_clock":
             kwargs[name] = FakeClock()
         elif name == "tmp_path":
@@ -433,7 +433,7 @@ def run_sync_sample(sample: Sample, extra: Mapping[str, str]) -> None:
     assert not missing, f"{sample.id}: undefined names {sorted(missing)} (see contributing.md)"
     with ExitStack() as stack:
         if wanted & _WORLD_NAMES:
-            giosg = FakeGiosg()
+            giosg = FakeGiosg(rooms=[ROOM_ID])
             giosg.start()
             stack.callback(giosg.stop)
             namespace.update(giosg=giosg, BASE_URL=giosg.base_url)

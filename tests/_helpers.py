@@ -16,6 +16,8 @@ from giosg_visitor.testing import FakeClock, FakeGiosg
 
 ORG_ID = "e6a08f51-c250-4074-847b-58d444dbbeb1"
 OTHER_ORG_ID = "b3b8cbd6-3a7e-4f6b-9d0b-6c1f0d2f6a11"
+#: The room the tests chat in; the fakes they build register it (unknown rooms get 404).
+ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
 
 #: Fast retries for tests over real sockets (real time).
 FAST_RETRY = RetryPolicy(first_delay=0.01, max_delay=0.05, deadline=5.0)
@@ -45,6 +47,7 @@ class VirtualWorld:
 async def virtual_world(*, lifetime: float = 1800.0, **kwargs: Any) -> AsyncIterator[VirtualWorld]:
     """A FakeGiosg on a FakeClock, reached through an in-process transport."""
     clock = FakeClock()
+    kwargs.setdefault("rooms", [ROOM_ID])
     giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
     async with httpx.AsyncClient(transport=giosg.transport()) as client:
         yield VirtualWorld(giosg, clock, client)

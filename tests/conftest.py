@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
+from giosg_visitor.testing import FakeGiosg
 
+from ._helpers import ROOM_ID
 from ._sockjs_router import (
     SockJSRouter,
     SockJSRouterUnavailable,
@@ -25,6 +27,17 @@ def _full_retry_budget() -> None:
     a failing fake would change what the next test sees.
     """
     PROCESS_RETRY_BUDGET.reset()
+
+
+@pytest.fixture
+async def giosg() -> AsyncIterator[FakeGiosg]:
+    """The plugin's ``giosg`` fixture with the tests' room registered.
+
+    The fake answers rooms it does not know with 404, as Giosg does; this is how a
+    project registers the rooms its own tests use.
+    """
+    async with FakeGiosg(rooms=[ROOM_ID]) as fake:
+        yield fake
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])

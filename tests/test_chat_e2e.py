@@ -206,7 +206,7 @@ async def test_message_length_is_checked_before_sending(giosg: FakeGiosg) -> Non
 async def test_pagination_across_many_pages() -> None:
     """History and chat lists follow next links across many pages, in order."""
     async with (
-        FakeGiosg(page_size=4) as giosg,
+        FakeGiosg(page_size=4, rooms=[ROOM_ID]) as giosg,
         Visitor(ORG_ID, base_url=giosg.base_url) as visitor,
     ):
         operator = await giosg.operator_online(ROOM_ID)

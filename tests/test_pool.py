@@ -17,7 +17,7 @@ ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
 
 async def test_thousand_visitors_share_one_client() -> None:
     """1,000 lazily created visitors: one auth each, one shared HTTP client, bounded starts."""
-    async with FakeGiosg() as giosg:
+    async with FakeGiosg(rooms=[ROOM_ID]) as giosg:
         giosg.inject(endpoint="auth", latency=0.01, times=10_000)
         store = MemoryStore()
         async with VisitorPool(
@@ -114,6 +114,6 @@ async def test_misuse_is_reported() -> None:
     with pytest.raises(RuntimeError):
         await pool.get("x")
     with pytest.raises(TypeError):
-        VisitorPool(ORG_ID, store=MemoryStore(), key="k")
+        VisitorPool(ORG_ID, store=MemoryStore(), key="k")  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         VisitorPool(ORG_ID, store=MemoryStore(), idle_timeout=0)

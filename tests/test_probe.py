@@ -78,7 +78,7 @@ def _echo_secrets(giosg: FakeGiosg) -> Callable[[str, str], bool | str]:
 
 async def test_probe_reports_raw_and_sockjs_against_the_fake() -> None:
     """Both framings subscribe; SockJS shows open, array and heartbeat frames; as_is 404s."""
-    async with FakeGiosg(heartbeat_interval=0.1) as giosg:
+    async with FakeGiosg(heartbeat_interval=0.1, rooms=["room-1"]) as giosg:
         report = await probe(ORG, base_url=giosg.base_url, room_id="room-1", listen=0.5)
         subs = await giosg.call(lambda: list(giosg.router.subs))
 

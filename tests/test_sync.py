@@ -35,7 +35,7 @@ Ts = TypeVarTuple("Ts")
 @pytest.fixture
 def server() -> Iterator[FakeGiosg]:
     """A FakeGiosg started and stopped with its blocking API (no event loop in the test)."""
-    fake = FakeGiosg(organizations={ORG_ID})
+    fake = FakeGiosg(organizations={ORG_ID}, rooms=[ROOM_ID])
     fake.start()
     try:
         yield fake

@@ -62,7 +62,7 @@ async def test_renewal_while_connected_never_shows_an_expired_token() -> None:
     channel = f"/api/v5/public/orgs/{ORG_ID}/rooms/{ROOM_ID}/online_users"
     received = 0
     async with (
-        FakeGiosg(token_lifetime=3, strict_socket_expiry=True) as giosg,
+        FakeGiosg(token_lifetime=3, strict_socket_expiry=True, rooms=[ROOM_ID]) as giosg,
         Visitor(ORG_ID, base_url=giosg.base_url) as visitor,
         visitor.subscribe(channel) as subscription,
     ):
@@ -85,7 +85,7 @@ async def test_renewal_while_connected_never_shows_an_expired_token() -> None:
 async def test_sockjs_framing_end_to_end() -> None:
     """With socket_strategy="sockjs" the same chat works over SockJS frames."""
     async with (
-        FakeGiosg(heartbeat_interval=0.5) as giosg,
+        FakeGiosg(heartbeat_interval=0.5, rooms=[ROOM_ID]) as giosg,
         Visitor(ORG_ID, base_url=giosg.base_url, socket_strategy="sockjs") as visitor,
     ):
         operator = await giosg.operator_online(ROOM_ID)

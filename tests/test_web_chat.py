@@ -57,7 +57,7 @@ WAIT_S = 20.0
 @pytest.fixture
 def fake() -> Iterator[FakeGiosg]:
     """A threaded FakeGiosg with a bot in the room (started before any browser)."""
-    giosg = FakeGiosg()
+    giosg = FakeGiosg(rooms=[ROOM_ID])
     giosg.start()
     try:
         anyio.run(

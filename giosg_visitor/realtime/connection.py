@@ -43,10 +43,10 @@ import enum
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Final, Self, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, Self, final
 
 import anyio
 import anyio.abc
@@ -320,6 +320,15 @@ class Subscription:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    if not TYPE_CHECKING:
+        # Only at run time: type checkers keep reporting `await visitor.subscribe(...)`
+        # as an error, and the run-time message says what to write instead.
+        def __await__(self) -> Generator[Any, None, NoReturn]:
+            raise TypeError(
+                "subscribe() is not awaitable: use `async with visitor.subscribe(channel) "
+                "as subscription:` and iterate it"
+            )
 
     # Private methods called by the connection (on the read loop: never block).
 
@@ -1335,7 +1344,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if group is None or args is None:
             return
         self._writing = True
-        group.start_soon(self._writer, *args)
+        writer = self._writer(*args)
+        try:
+            group.start_soon(lambda: writer)
+        except RuntimeError:
+            # The socket's task group is closing (trio refuses new tasks then): close the
+            # coroutine so it is not reported as "never awaited" at exit.
+            writer.close()
+            self._writing = False
+            raise
 
     def _unsubscribe(self, subscription: Subscription) -> None:
         channel = self._channels.get(subscription.channel)

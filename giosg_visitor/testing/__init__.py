@@ -4,14 +4,37 @@
 * :class:`FakeClock`: virtual time for renewal and backoff tests.
 * :class:`Fault`: a scripted failure for ``FakeGiosg.inject``.
 * :func:`check_store`: the conformance suite for :class:`~giosg_visitor.Store` implementations.
+
+``FakeGiosg`` needs the ``fake`` extra (``pip install "giosg-visitor[fake]"``: starlette
+and uvicorn). It is imported on first use, so ``FakeClock``, ``Fault`` and ``check_store``
+work without the extra, and a missing extra is reported with that install command.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._clock import FakeClock as FakeClock
 from ._faults import Fault as Fault, FaultPlan as FaultPlan
-from ._server import FakeGiosg as FakeGiosg
 from ._store_suite import check_store as check_store
 
 
+if TYPE_CHECKING:
+    from ._server import FakeGiosg as FakeGiosg
+
+
 __all__ = ["FakeClock", "FakeGiosg", "Fault", "FaultPlan", "check_store"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported lazily: the fake's web stack is an optional extra, and this package is
+    # also imported by the pytest plugin in projects that never use the fake.
+    if name == "FakeGiosg":
+        from .._extras import FAKE_HINT, require
+
+        require("starlette", "uvicorn", hint=FAKE_HINT)
+        from ._server import FakeGiosg
+
+        globals()["FakeGiosg"] = FakeGiosg
+        return FakeGiosg
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

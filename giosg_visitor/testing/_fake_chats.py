@@ -58,6 +58,10 @@ class ChatWorld:
     def __init__(self, state: FakeState) -> None:
         self._state = state
         self.rooms: dict[str, FakeRoom] = {}
+        #: Room ids registered before any organization used them (``FakeGiosg(rooms=...)``).
+        self.registered_room_ids: set[str] = set()
+        #: Answer any room id as if it existed (the old, permissive behaviour).
+        self.accept_any_room = False
         self.chats: dict[str, FakeChat] = {}
         self.page_size = 50
         #: Called with (chat, message) after a visitor's message is stored (the bot).
@@ -97,12 +101,32 @@ class ChatWorld:
     # Rooms and operators ----------------------------------------------------------------------
 
     def room(self, organization_id: str, room_id: str) -> FakeRoom:
-        """The room, created on first mention (any room id exists in the fake)."""
+        """The room, created (and so registered) if it does not exist yet.
+
+        The operator side uses this: an operator coming online, a bot or a brand makes
+        the room exist. Visitor endpoints use :meth:`find_room`, which does not create.
+        """
         room = self.rooms.get(room_id)
         if room is None:
             room = FakeRoom(id=room_id, organization_id=organization_id)
             self.rooms[room_id] = room
         return room
+
+    def find_room(self, organization_id: str, room_id: str) -> FakeRoom | None:
+        """The room as a visitor of ``organization_id`` sees it, or ``None`` (a 404).
+
+        A room exists if it was registered (``FakeGiosg(rooms=...)``, ``add_room``) or
+        made by an operator control; another organization's room does not exist for this
+        one. With ``accept_any_room`` every id exists, as in older versions of the fake.
+        """
+        room = self.rooms.get(room_id)
+        if room is not None:
+            if room.organization_id != organization_id and not self.accept_any_room:
+                return None
+            return room
+        if room_id in self.registered_room_ids or self.accept_any_room:
+            return self.room(organization_id, room_id)
+        return None
 
     def room_resource(self, room: FakeRoom) -> dict[str, Any]:
         return {
@@ -390,7 +414,9 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         expires = body.get("presence_expires_in", 60)
         if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
             return error(400, {"presence_expires_in": ["A valid integer is required."]})
-        room = world.room(info.organization_id, request.path_params["room_id"])
+        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        if room is None:
+            return error(404, "Not found.")
         existed = info.visitor_id in room.presence
         record = {"id": info.visitor_id, "room_id": room.id, "presence_expires_in": expires}
         room.presence[info.visitor_id] = record
@@ -405,7 +431,9 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         expires = (body or {}).get("presence_expires_in")
         if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
             return error(400, {"presence_expires_in": ["This field is required."]})
-        room = world.room(info.organization_id, request.path_params["room_id"])
+        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        if room is None:
+            return error(404, "Not found.")
         record = {"id": info.visitor_id, "room_id": room.id, "presence_expires_in": expires}
         room.presence[info.visitor_id] = record
         return JSONResponse(record)
@@ -421,7 +449,8 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         chat_type = body.get("chat_type", "visitor")
         if chat_type not in ("visitor", "task", "external"):
             return error(400, {"chat_type": [f'"{chat_type}" is not a valid choice.']})
-        world.room(info.organization_id, request.path_params["room_id"])
+        if world.find_room(info.organization_id, request.path_params["room_id"]) is None:
+            return error(404, "Not found.")
         chat = world.start_chat(info, request.path_params["room_id"])
         return JSONResponse(chat.resource, status_code=201)
 
@@ -522,20 +551,22 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
     async def room(request: Request, info: TokenInfo | None) -> Response:
         if not own_org(request, info) or info is None:
             return error(403, _FORBIDDEN)
-        return JSONResponse(
-            world.room_resource(world.room(info.organization_id, request.path_params["room_id"]))
-        )
+        found = world.find_room(info.organization_id, request.path_params["room_id"])
+        return JSONResponse(world.room_resource(found)) if found else error(404, "Not found.")
 
     async def brand(request: Request, info: TokenInfo | None) -> Response:
         if not own_org(request, info) or info is None:
             return error(403, _FORBIDDEN)
-        found = world.room(info.organization_id, request.path_params["room_id"]).brand
+        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        found = room.brand if room is not None else None
         return JSONResponse(found) if found else error(404, "Not found.")
 
     async def online_users(request: Request, info: TokenInfo | None) -> Response:
         if not own_org(request, info) or info is None:
             return error(403, _FORBIDDEN)
-        found = world.room(info.organization_id, request.path_params["room_id"])
+        found = world.find_room(info.organization_id, request.path_params["room_id"])
+        if found is None:
+            return error(404, "Not found.")
         return world.page(request, list(found.online_users.values()))
 
     org_room = "/api/v5/public/orgs/{org_id}/rooms/{room_id}"

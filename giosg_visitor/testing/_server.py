@@ -13,7 +13,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, final
@@ -53,6 +53,12 @@ class FakeGiosg:
         clock: Time source for token expiry (a ``FakeClock`` for in-process use).
         unknown_secret: ``"reject"`` an unknown secret (400) or ``"mint"`` a new visitor.
         organizations: If given, the only organization ids that exist.
+        rooms: Room ids that exist (for any organization until one of its visitors or
+            operators uses the room). Unknown rooms get 404, as from Giosg; more can be
+            registered later with :meth:`add_room`, and ``start_bot``,
+            ``operator_online`` and ``set_brand`` make their room exist too.
+        accept_any_room: Every room id exists (the fake's behaviour before rooms were
+            checked); a test then cannot catch a wrong room id.
         host: Interface to bind (loopback only).
         port: Port to bind (0: a free one).
         data_file: If given, visitors and chats are loaded from it at start and saved at
@@ -75,6 +81,8 @@ class FakeGiosg:
         clock: Clock | None = None,
         unknown_secret: Literal["reject", "mint"] = "reject",
         organizations: set[str] | None = None,
+        rooms: Iterable[str] = (),
+        accept_any_room: bool = False,
         host: str = "127.0.0.1",
         port: int = 0,
         data_file: str | os.PathLike[str] | None = None,
@@ -89,6 +97,10 @@ class FakeGiosg:
             unknown_secret=unknown_secret,
             organizations=organizations,
         )
+        if isinstance(rooms, str):
+            raise TypeError("rooms must be a collection of room ids, not one string")
+        self.state.chats.registered_room_ids.update(rooms)
+        self.state.chats.accept_any_room = accept_any_room
         self.app = build_app(self.state)
         self._host = host
         self._port = port
@@ -247,6 +259,22 @@ class FakeGiosg:
 
     # Operators ------------------------------------------------------------------------------
 
+    async def add_room(self, room_id: str, *, organization_id: str | None = None) -> None:
+        """Make a room exist (visitors get 404 for rooms the fake does not know).
+
+        Without ``organization_id`` the room belongs to the first organization that uses
+        it; with it, visitors of other organizations get 404.
+        """
+
+        def apply() -> None:
+            world = self.state.chats
+            if organization_id is None:
+                world.registered_room_ids.add(room_id)
+                return
+            world.room(organization_id, room_id)
+
+        await self.call(apply)
+
     async def operator_online(
         self, room_id: str, name: str = "Olivia", *, organization_id: str | None = None
     ) -> str:
@@ -351,7 +379,10 @@ class FakeGiosg:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await anyio.to_thread.run_sync(self.stop)
+        # Shielded: a cancelled test or Ctrl-C must still stop the server thread and save
+        # the data file, or the next run meets a store the fake has forgotten.
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(self.stop)
 
     def start(self) -> None:
         """Start serving in a background thread (blocking until ready)."""

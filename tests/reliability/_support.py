@@ -36,7 +36,7 @@ from cryptography.x509.oid import NameOID
 from giosg_visitor import Clock, Visitor
 from giosg_visitor.testing import FakeClock, FakeGiosg
 
-from .._helpers import ORG_ID
+from .._helpers import ORG_ID, ROOM_ID
 from ._clock import virtual_clock
 
 
@@ -85,6 +85,7 @@ async def virtual_fake(
 ) -> AsyncIterator[World]:
     """A FakeGiosg on a fast virtual clock, reached in-process (``wrap`` may add a fault layer)."""
     clock = virtual_clock()
+    kwargs.setdefault("rooms", [ROOM_ID])
     giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
     transport = giosg.transport()
     if wrap is not None:

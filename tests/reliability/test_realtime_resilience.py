@@ -115,7 +115,7 @@ async def _zero_loss(
 ) -> None:
     rng = random.Random(chats * 1000 + per_chat)
     async with (
-        FakeGiosg() as giosg,
+        FakeGiosg(rooms=[ROOM_ID]) as giosg,
         Visitor(
             ORG_ID,
             base_url=giosg.base_url,
@@ -322,7 +322,7 @@ async def test_short_tokens_while_connected_lose_nothing_and_never_expire_on_the
     """T13: 3 s tokens, strict router, 80 messages over 6 s: no expiry close, no loss."""
     texts = [f"t{i:04d}" for i in range(80)]
     async with (
-        FakeGiosg(token_lifetime=3, strict_socket_expiry=True) as giosg,
+        FakeGiosg(token_lifetime=3, strict_socket_expiry=True, rooms=[ROOM_ID]) as giosg,
         Visitor(ORG_ID, base_url=giosg.base_url, reconnect=FAST_RECONNECT) as visitor,
     ):
         operator = await giosg.operator_online(ROOM_ID)
