@@ -1,0 +1,119 @@
+"""Real store outages for the tests: nothing is mocked, the storage itself refuses.
+
+* :func:`sqlite_held_exclusive`: another process opens the SQLite database and holds
+  ``BEGIN EXCLUSIVE`` until told to stop, so every write of the store waits for its
+  ``busy_timeout`` and then fails with SQLite's own "database is locked".
+* :func:`immutable_folder`: the store's folder gets the ext4/xfs *immutable* attribute
+  (``chattr +i``). The tests run as root, which ``chmod`` does not stop; the immutable
+  attribute stops root too (``EPERM`` on creating a file in it), so the FileStore's
+  atomic replace really fails. Needs ``chattr`` and ``CAP_LINUX_IMMUTABLE``: without
+  them the test is skipped (in CI it fails).
+* :func:`redis_refusing_writes`: the Redis server is told to accept writes only with one
+  replica connected (``min-replicas-to-write 1``); it has none, so every write is
+  refused with ``NOREPLICAS``, reads go on. Restored on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+
+from .redis_server import in_ci
+
+
+__all__ = ["immutable_folder", "redis_refusing_writes", "sqlite_held_exclusive"]
+
+_HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN EXCLUSIVE")
+print("held", flush=True)
+sys.stdin.read()
+conn.execute("ROLLBACK")
+"""
+
+
+@asynccontextmanager
+async def sqlite_held_exclusive(path: Path | str) -> AsyncIterator[None]:
+    """Another process holds ``BEGIN EXCLUSIVE`` on the database at ``path`` meanwhile."""
+    process = await anyio.open_process(
+        [sys.executable, "-c", _HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdin is not None
+        with anyio.fail_after(30):
+            line = b""
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive(1)
+        assert line == b"held\n", line
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            if process.stdin is not None:
+                await process.stdin.aclose()
+            with anyio.move_on_after(10):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+def _chattr(flag: str, path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["chattr", flag, str(path)], capture_output=True, text=True, check=False, timeout=30
+    )
+
+
+def _cannot(reason: str) -> None:
+    message = f"an immutable folder is needed for a real read-only store: {reason}"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(message)
+
+
+@asynccontextmanager
+async def immutable_folder(folder: Path) -> AsyncIterator[None]:
+    """``folder`` cannot get new entries, not even from root, meanwhile."""
+    if shutil.which("chattr") is None:
+        _cannot("chattr is not installed")
+    result = _chattr("+i", folder)
+    if result.returncode != 0:
+        _cannot(f"chattr +i failed ({result.stderr.strip()})")
+    try:
+        probe = folder / f".probe-{os.getpid()}"
+        try:
+            probe.touch()
+        except PermissionError:
+            pass
+        else:
+            probe.unlink()
+            _cannot("the file system ignores the immutable attribute")
+        yield
+    finally:
+        _chattr("-i", folder)
+
+
+@asynccontextmanager
+async def redis_refusing_writes(url: str) -> AsyncIterator[None]:
+    """The Redis server at ``url`` refuses every write (``NOREPLICAS``) meanwhile."""
+    client: Any = redis.Redis.from_url(url)
+    old = client.config_get("min-replicas-to-write")["min-replicas-to-write"]
+    client.config_set("min-replicas-to-write", 1)
+    try:
+        yield
+    finally:
+        client.config_set("min-replicas-to-write", old)
+        client.close()
