@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._auth import SessionState as SessionState
 from ._budget import RetryBudget as RetryBudget
 from ._clock import Clock as Clock, SystemClock as SystemClock
-from ._http import Timeouts as Timeouts
+from ._http import ResponseLimits as ResponseLimits, Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
 from .chat import Chat as Chat, MemberStream as MemberStream, MessageStream as MessageStream
@@ -124,6 +124,7 @@ __all__ = [
     "RedisStore",
     "RenewalFailedError",
     "RenewalPolicy",
+    "ResponseLimits",
     "Resubscribed",
     "RetryBudget",
     "RetryPolicy",

@@ -19,7 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,12 @@ import redis
 from .redis_server import in_ci
 
 
-__all__ = ["immutable_folder", "redis_refusing_writes", "sqlite_held_exclusive"]
+__all__ = [
+    "BreakableStore",
+    "immutable_folder",
+    "redis_refusing_writes",
+    "sqlite_held_exclusive",
+]
 
 _HOLDER = """
 import sqlite3, sys
@@ -117,3 +122,41 @@ async def redis_refusing_writes(url: str) -> AsyncIterator[None]:
     finally:
         client.config_set("min-replicas-to-write", old)
         client.close()
+
+
+class BreakableStore:
+    """A fault hook around a real store: while ``broken`` is set, every call raises it.
+
+    ``broken`` makes the exception to raise (a class or a zero-argument callable): what a real store
+    raises in an outage (``StoreUnavailableError``) or what a store of the user's own
+    might raise (``OSError``, ``sqlite3.OperationalError``). ``failures`` counts the calls
+    that were made to fail.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.broken: Callable[[], BaseException] | None = None
+        self.failures = 0
+
+    def _check(self) -> None:
+        if self.broken is not None:
+            self.failures += 1
+            raise self.broken()
+
+    async def load(self, key: str) -> Any:
+        self._check()
+        return await self.inner.load(key)
+
+    async def save(self, key: str, record: Any) -> None:
+        self._check()
+        await self.inner.save(key, record)
+
+    async def delete(self, key: str) -> None:
+        self._check()
+        await self.inner.delete(key)
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        self._check()
+        async with self.inner.lock(key):
+            yield

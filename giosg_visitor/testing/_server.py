@@ -56,6 +56,8 @@ class FakeGiosg:
             its subscriptions used expires.
         heartbeat_interval: SockJS ``h`` frame interval, seconds.
         page_size: Items per page of every list endpoint.
+        next_links: ``"absolute"`` (the documented form) or ``"relative"``: ``next`` and
+            ``previous`` are only ``?cursor=...``, relative to the page's own URL.
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class FakeGiosg:
         strict_socket_expiry: bool = False,
         heartbeat_interval: float = 25.0,
         page_size: int = 50,
+        next_links: Literal["absolute", "relative"] = "absolute",
     ) -> None:
         self.state = FakeState(
             clock=clock,
@@ -83,6 +86,7 @@ class FakeGiosg:
         self._port = port
         self._data_file = Path(data_file) if data_file is not None else None
         self.state.chats.page_size = page_size
+        self.state.chats.relative_links = next_links == "relative"
         self.router = MessageRouter(
             authorize=self._authorize_channel,
             now=lambda: self.state.clock.monotonic(),
