@@ -3,11 +3,12 @@
 * :func:`sqlite_held_exclusive`: another process opens the SQLite database and holds
   ``BEGIN EXCLUSIVE`` until told to stop, so every write of the store waits for its
   ``busy_timeout`` and then fails with SQLite's own "database is locked".
-* :func:`immutable_folder`: the store's folder gets the ext4/xfs *immutable* attribute
-  (``chattr +i``). The tests run as root, which ``chmod`` does not stop; the immutable
-  attribute stops root too (``EPERM`` on creating a file in it), so the FileStore's
-  atomic replace really fails. Needs ``chattr`` and ``CAP_LINUX_IMMUTABLE``: without
-  them the test is skipped (in CI it fails).
+* :func:`immutable_folder`: the store's folder and every file in it get the ext4/xfs
+  *immutable* attribute (``chattr +i``), which behaves like a read-only mount: nothing
+  can be created in the folder, and no file in it can be opened for writing (the
+  FileStore's lock files included), not even by root. The tests run as root, which
+  ``chmod`` does not stop, and cannot mount. Needs ``chattr`` and
+  ``CAP_LINUX_IMMUTABLE``: without them the test is skipped (in CI it fails).
 * :func:`redis_refusing_writes`: the Redis server is told to accept writes only with one
   replica connected (``min-replicas-to-write 1``); it has none, so every write is
   refused with ``NOREPLICAS``, reads go on. Restored on exit.
@@ -76,10 +77,14 @@ async def sqlite_held_exclusive(path: Path | str) -> AsyncIterator[None]:
                 await process.wait()
 
 
-def _chattr(flag: str, path: Path) -> subprocess.CompletedProcess[str]:
+def _chattr(flag: str, *paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["chattr", flag, str(path)], capture_output=True, text=True, check=False, timeout=30
+        ["chattr", flag, *map(str, paths)], capture_output=True, text=True, check=False, timeout=30
     )
+
+
+def _files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink())
 
 
 def _cannot(reason: str) -> None:
@@ -91,10 +96,13 @@ def _cannot(reason: str) -> None:
 
 @asynccontextmanager
 async def immutable_folder(folder: Path) -> AsyncIterator[None]:
-    """``folder`` cannot get new entries, not even from root, meanwhile."""
+    """``folder`` and its files are read-only, even for root, meanwhile."""
     if shutil.which("chattr") is None:
         _cannot("chattr is not installed")
-    result = _chattr("+i", folder)
+    # Files first: once the folder is immutable its entries stay, but they can still
+    # have their own attribute changed; undone in the opposite order.
+    paths = [*_files_in(folder), folder]
+    result = _chattr("+i", *paths)
     if result.returncode != 0:
         _cannot(f"chattr +i failed ({result.stderr.strip()})")
     try:
@@ -108,7 +116,7 @@ async def immutable_folder(folder: Path) -> AsyncIterator[None]:
             _cannot("the file system ignores the immutable attribute")
         yield
     finally:
-        _chattr("-i", folder)
+        _chattr("-i", *reversed(paths))
 
 
 @asynccontextmanager

@@ -1,8 +1,8 @@
 """A real store outage during renewal over real sockets: the visitor goes on.
 
 Another process holds the SQLite database with ``BEGIN EXCLUSIVE``, or the FileStore's
-folder is made immutable (``chattr +i``: it stops root, unlike ``chmod``), for longer
-than the visitor's token lives, while the visitor makes requests against FakeGiosg. The
+folder and files are made immutable (``chattr +i``: like a read-only mount, and unlike
+``chmod`` it stops root), for longer than the visitor's token lives, while the visitor makes requests against FakeGiosg. The
 ``async with`` body must run to its end, no request may fail, and once the store is back
 it must hold the visitor's current token and the other visitor's record unchanged.
 """
