@@ -1,15 +1,17 @@
 """A real store outage during renewal over real sockets: the visitor goes on.
 
-Another process holds the SQLite database with ``BEGIN EXCLUSIVE``, or the FileStore's
+Another process holds the SQLite database with ``BEGIN EXCLUSIVE``, the FileStore's
 folder and files are made immutable (``chattr +i``: like a read-only mount, and unlike
-``chmod`` it stops root), for longer than the visitor's token lives, while the visitor makes requests against FakeGiosg. The
-``async with`` body must run to its end, no request may fail, and once the store is back
-it must hold the visitor's current token and the other visitor's record unchanged.
+``chmod`` it stops root), or Redis refuses writes, for longer than the visitor's token
+lives, while the visitor makes requests against FakeGiosg. The ``async with`` body must
+run to its end, no request may fail, and once the store is back it must hold the
+visitor's current token and the other visitor's record unchanged.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,38 +19,48 @@ from pathlib import Path
 import anyio
 import pytest
 
-from giosg_visitor import FileStore, Secret, SQLiteStore, Visitor, VisitorRecord
+from giosg_visitor import FileStore, RedisStore, Secret, SQLiteStore, Visitor, VisitorRecord
 from giosg_visitor.testing import FakeGiosg
 
 from ._helpers import FAST_RETRY, ORG_ID, get_chats
-from ._store_faults import immutable_folder, sqlite_held_exclusive
+from ._store_faults import immutable_folder, redis_refusing_writes, sqlite_held_exclusive
 
 
 LIFETIME = 2.0
 OUTAGE = 3.0  # longer than the token lives: the visitor must renew through it
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "file"])
+@pytest.mark.parametrize("kind", ["sqlite", "file", "redis"])
 async def test_a_store_outage_longer_than_the_token_never_ends_the_visitor(
-    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
 ) -> None:
-    """SQLite held exclusively / an immutable folder for 3 s, 2 s tokens: the body goes on."""
+    """A store that refuses writes for 3 s while tokens live 2 s: the body goes on.
+
+    SQLite held with ``BEGIN EXCLUSIVE`` by another process, a read-only (immutable)
+    folder, a Redis server refusing writes (``NOREPLICAS``).
+    """
     caplog.set_level(logging.WARNING, logger="giosg_visitor")
     folder = tmp_path / "store"
     folder.mkdir()
-    store: FileStore | SQLiteStore
+    store: FileStore | SQLiteStore | RedisStore
     if kind == "sqlite":
         store = SQLiteStore(folder / "visitors.db", busy_timeout=0.2)
-    else:
+    elif kind == "file":
         store = FileStore(folder / "visitors.json")
+    else:
+        redis_url: str = request.getfixturevalue("redis_url")
+        store = RedisStore(redis_url, prefix=f"outage-{uuid.uuid4().hex}:")
 
     @asynccontextmanager
     async def outage() -> AsyncIterator[None]:
         if kind == "sqlite":
             async with sqlite_held_exclusive(folder / "visitors.db"):
                 yield
-        else:
+        elif kind == "file":
             async with immutable_folder(folder):
+                yield
+        else:
+            async with redis_refusing_writes(redis_url):
                 yield
 
     other = VisitorRecord(visitor_secret_id=Secret("other-visitor-secret-0123456789"))
@@ -78,7 +90,7 @@ async def test_a_store_outage_longer_than_the_token_never_ends_the_visitor(
             other_after = await store.load("other")
             finished = True
         expired = giosg.expired_token_requests
-    if isinstance(store, SQLiteStore):
+    if isinstance(store, SQLiteStore | RedisStore):
         await store.aclose()
     assert finished
     assert set(statuses) == {200}
