@@ -27,6 +27,7 @@ import httpx
 
 from ._clock import Clock
 from ._http import (
+    MIN_ATTEMPT_SECONDS,
     USER_AGENT,
     ResponseLimits,
     api_error,
@@ -256,7 +257,7 @@ class VisitorAPI:
             if attempt > 1:
                 # A retry never runs past the call's retry deadline.
                 remaining = self._retry.deadline - (self._clock.monotonic() - started)
-                timeout = min(timeout, max(remaining, 0.001))
+                timeout = min(timeout, max(remaining, MIN_ATTEMPT_SECONDS))
             try:
                 response = await self._send_once(method, url, body, deadline=timeout)
             except GiosgError as exc:

@@ -27,6 +27,7 @@ import httpx
 
 from ._clock import Clock
 from ._http import (
+    MIN_ATTEMPT_SECONDS as _MIN_ATTEMPT,
     USER_AGENT,
     ResponseLimits,
     api_error,
@@ -124,6 +125,9 @@ class VisitorSession:
         self.organization_id = organization_id
         self._limits = limits or ResponseLimits()
         self._request_timeout = request_timeout
+        # The deadline of the auth attempt in progress (a retry gets what is left of the
+        # retry deadline, at most request_timeout).
+        self._attempt_timeout = request_timeout
         self._base_url = base_url
         self._client = client
         self._store = store
@@ -367,6 +371,10 @@ class VisitorSession:
         while True:
             attempt += 1
             await self._respect_spacing()
+            self._attempt_timeout = self._request_timeout
+            if attempt > 1 and not (background and self._token is not None):
+                remaining = self._retry.deadline - (self._clock.monotonic() - started)
+                self._attempt_timeout = min(self._request_timeout, max(remaining, _MIN_ATTEMPT))
             try:
                 token = await self._attempt()
             except GiosgError as exc:
@@ -563,7 +571,7 @@ class VisitorSession:
             request,
             auth=None,
             limit=self._limits.auth,
-            deadline=self._request_timeout,
+            deadline=self._attempt_timeout,
             what="visitor auth",
         )
         if response.is_success:

@@ -57,6 +57,10 @@ logger = logging.getLogger("giosg_visitor")
 DEFAULT_BASE_URL: Final = "https://service.giosg.com"
 USER_AGENT: Final = "giosg-visitor-python"
 
+#: The least a retry gets when little of the retry deadline is left: an attempt with
+#: less time than this could hardly succeed, and the deadline is a plan, not a promise.
+MIN_ATTEMPT_SECONDS: Final = 1.0
+
 # Stopping a body midway: how long closing may take, and how many pieces a transport
 # that ignores the close may still hand over before the SDK stops asking.
 _ABANDON_SECONDS: Final = 5.0
@@ -78,8 +82,8 @@ class Timeouts:
         request: One HTTP attempt from start to the last byte of its response (waiting
             for a token renewal in progress included). Passing it raises
             :class:`~giosg_visitor.TransportTimeoutError`, which idempotent calls retry
-            within their :class:`~giosg_visitor.RetryPolicy` deadline; a retry never
-            runs past that deadline.
+            within their :class:`~giosg_visitor.RetryPolicy` deadline; a retry gets
+            what is left of that deadline (at least 1 s).
         socket_open: WebSocket opening handshake.
         close: Graceful shutdown (close frames, final saves).
     """
