@@ -280,6 +280,17 @@ class TestErrors:
             with pytest.raises(StoreCorruptError, match="WRONGTYPE"):
                 await store.load("h")
 
+    def test_echoed_command_arguments_are_not_kept(self) -> None:
+        """Redis quotes the arguments of an unknown command; a record's secrets must not."""
+        store = RedisStore("redis://127.0.0.1:6379/0")
+        echoed = (
+            "ERR unknown command 'SET', with args beginning with: 'giosg_visitor:record:k' "
+            f'\'{{"visitor_secret_id":"{SECRET}"\''
+        )
+        error = store._reply_error(redis.exceptions.ResponseError(echoed))
+        assert "unknown command 'SET'" in str(error)
+        assert SECRET not in str(error)
+
     async def test_outage_passes_check_store(self, redis_url: str) -> None:
         """check_store's outage check: a Redis refusing writes raises StoreUnavailableError."""
         async with RedisStore(redis_url, prefix=unique_prefix()) as store:

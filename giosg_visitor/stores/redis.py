@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 import anyio
 import anyio.to_thread
 
+from giosg_visitor._redact import redact
 from giosg_visitor.errors import (
     ProtocolError,
     StoreConnectionError,
@@ -57,6 +58,8 @@ _POLL_FIRST: Final = 0.02
 _POLL_MAX: Final = 0.05
 # A release that cannot reach Redis gives up after this long: the lease expires anyway.
 _RELEASE_TIMEOUT: Final = 5.0
+# Longest part of a Redis error message kept in an exception.
+_MAX_DETAIL: Final = 300
 # Error replies of a server that is there but cannot serve now (loading its data set, a
 # read-only replica, out of memory, a busy script, a cluster without quorum).
 _UNAVAILABLE_REPLIES: Final = (
@@ -441,6 +444,9 @@ class RedisStore:
 
     def _message(self, what: str, exc: BaseException) -> str:
         detail = str(exc) or type(exc).__name__
+        # Redis quotes the arguments of a command it does not know ("with args beginning
+        # with: 'key' '{record JSON}'"): a record holds secrets, so that part goes.
+        detail = detail.split(", with args beginning with", 1)[0][:_MAX_DETAIL]
         if self._password:
             detail = detail.replace(self._password, "***")
-        return f"Redis at {self._target} {what}: {detail}"
+        return f"Redis at {self._target} {what}: {redact(detail)}"

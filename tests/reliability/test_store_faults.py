@@ -123,8 +123,8 @@ async def test_store_outages_during_renewal_never_end_a_visitor(
 async def test_store_outages_during_renewal_never_end_a_visitor_long(
     fault: str, figures: Figures, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The long run: 200 visitors, twenty 12 s outages."""
-    await _outages(fault, visitors=200, outages=20, figures=figures, caplog=caplog)
+    """The long run: 100 visitors, ten 12 s outages."""
+    await _outages(fault, visitors=100, outages=10, figures=figures, caplog=caplog)
 
 
 async def test_a_store_outage_at_start_is_a_typed_error(figures: Figures) -> None:
