@@ -62,9 +62,11 @@ async def _outages(
             async def run(index: int, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
                 rng = random.Random(index)
                 key = f"visitor-{index}"
+                started = False
                 try:
                     async with w.visitor(store=store, key=key, rng=rng.random, retry=RETRY) as v:
                         running[key] = v
+                        started = True
                         task_status.started()
                         while True:
                             try:
@@ -72,9 +74,10 @@ async def _outages(
                             except GiosgError as exc:
                                 failures.append(type(exc).__name__)
                             await w.clock.sleep(rng.uniform(0.2, 1.0))
-                except Exception as exc:  # the visitor ended: what the issue is about
+                except Exception as exc:  # the visitor ended: what must never happen
                     ended.append(f"{key}: {type(exc).__name__}")
-                    task_status.started()
+                    if not started:
+                        task_status.started()
 
             for index in range(visitors):
                 await tg.start(run, index)
