@@ -140,3 +140,22 @@ async def test_a_store_outage_at_start_is_a_typed_error(figures: Figures) -> Non
                 pass
         figures.add("faults.store_sqlite3", store.failures)
     assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+
+
+async def test_a_token_the_store_never_took_is_saved_at_close(figures: Figures) -> None:
+    """The store comes back only as the visitor stops: the last renewed token is saved then."""
+    store = BreakableStore(MemoryStore())
+    async with virtual_fake(lifetime=LIFETIME) as w:
+        async with w.visitor(store=store, retry=RetryPolicy(first_delay=60.0, max_delay=60.0)) as v:
+            store.broken = FAULTS["typed"]
+            await w.clock.advance(2 * LIFETIME)  # renewed from memory, saves retried rarely
+            session = v._session
+            assert session is not None
+            assert session.has_unsaved
+            current = session.current
+            store.broken = None  # back, but the next save retry is a minute away
+        figures.add("faults.store_typed", store.failures)
+    assert current is not None
+    record = await store.load("default")
+    assert record is not None
+    assert record.sessions[current.session.organization_id].access_token == current.access_token
