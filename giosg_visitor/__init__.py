@@ -5,7 +5,7 @@ from __future__ import annotations
 from ._auth import SessionState as SessionState
 from ._budget import RetryBudget as RetryBudget
 from ._clock import Clock as Clock, SystemClock as SystemClock
-from ._http import Timeouts as Timeouts
+from ._http import ResponseLimits as ResponseLimits, Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
 from .chat import Chat as Chat, MemberStream as MemberStream, MessageStream as MessageStream
@@ -37,6 +37,12 @@ from .errors import (
     ServerError as ServerError,
     SessionError as SessionError,
     SessionExpiredError as SessionExpiredError,
+    StoreConnectionError as StoreConnectionError,
+    StoreCorruptError as StoreCorruptError,
+    StoreError as StoreError,
+    StoreProtocolError as StoreProtocolError,
+    StoreTimeoutError as StoreTimeoutError,
+    StoreUnavailableError as StoreUnavailableError,
     SubscriptionError as SubscriptionError,
     TransportError as TransportError,
     TransportTimeoutError as TransportTimeoutError,
@@ -120,6 +126,7 @@ __all__ = [
     "RedisStore",
     "RenewalFailedError",
     "RenewalPolicy",
+    "ResponseLimits",
     "Resubscribed",
     "RetryBudget",
     "RetryPolicy",
@@ -131,6 +138,12 @@ __all__ = [
     "SessionExpiredError",
     "SessionState",
     "Store",
+    "StoreConnectionError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreProtocolError",
+    "StoreTimeoutError",
+    "StoreUnavailableError",
     "StoredToken",
     "Subscription",
     "SubscriptionError",

@@ -8,8 +8,11 @@ Request policy, in one place:
   ``Retry-After``;
 * a message send is never blindly retried: when its outcome is unknown, the chat layer
   reconciles by reading the messages back;
-* pagination follows ``next`` as an opaque URL, resolved against the API origin, and only
-  while it stays on that origin (the token never goes elsewhere);
+* pagination follows ``next`` as an opaque URL, resolved against the page it came from
+  (a relative ``?cursor=3`` stays on that page's path), and only while it stays on the
+  API origin (the token never goes elsewhere). A ``next`` on the API's own host with
+  ``http`` while the API is https (what a server behind a TLS-terminating proxy emits)
+  is followed over https; the token is never sent over plain http;
 * every non-2xx becomes a typed error carrying status and DRF body.
 """
 
@@ -23,7 +26,16 @@ from typing import Any, Final, final
 import httpx
 
 from ._clock import Clock
-from ._http import USER_AGENT, api_error, map_http_errors, retry_delay, same_origin
+from ._http import (
+    MIN_ATTEMPT_SECONDS,
+    USER_AGENT,
+    ResponseLimits,
+    api_error,
+    map_http_errors,
+    retry_delay,
+    same_origin,
+    send_bounded,
+)
 from ._renewal import RetryPolicy
 from .errors import ClosedError, GiosgError, ProtocolError, UntrustedEndpointError
 from .models import ChatInfo, Membership, Message, OnlineUser, Room, decode_json_object
@@ -58,6 +70,8 @@ class VisitorAPI:
         clock: Time source for backoff.
         retry: Retry policy for idempotent calls.
         rng: Random draws for jitter.
+        limits: Response body limits (``api`` applies here).
+        request_timeout: Seconds one attempt may take, response body included.
     """
 
     def __init__(
@@ -71,8 +85,12 @@ class VisitorAPI:
         clock: Clock,
         retry: RetryPolicy,
         rng: Callable[[], float] = random.random,
+        limits: ResponseLimits | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
         self._client = client
+        self._limits = limits or ResponseLimits()
+        self._request_timeout = request_timeout
         self._auth = auth
         self._base_url = base_url
         self._org = organization_id
@@ -242,8 +260,13 @@ class VisitorAPI:
         attempt = 0
         while True:
             attempt += 1
+            timeout = self._request_timeout
+            if attempt > 1:
+                # A retry never runs past the call's retry deadline.
+                remaining = self._retry.deadline - (self._clock.monotonic() - started)
+                timeout = min(timeout, max(remaining, MIN_ATTEMPT_SECONDS))
             try:
-                response = await self._send_once(method, url, body)
+                response = await self._send_once(method, url, body, deadline=timeout)
             except GiosgError as exc:
                 if not idempotent:
                     raise
@@ -270,18 +293,22 @@ class VisitorAPI:
                 return response
 
     async def _send_once(
-        self, method: str, url: httpx.URL, body: Mapping[str, Any] | None
+        self, method: str, url: httpx.URL, body: Mapping[str, Any] | None, *, deadline: float
     ) -> httpx.Response:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        with map_http_errors(f"{method} {url.path}"):
-            response = await self._client.request(
-                method,
-                url,
-                json=body if body is not None else None,
-                headers=headers,
-                auth=self._auth,
-                follow_redirects=False,
+        what = f"{method} {url.path}"
+        with map_http_errors(what):
+            request = self._client.build_request(
+                method, url, json=body if body is not None else None, headers=headers
             )
+        response = await send_bounded(
+            self._client,
+            request,
+            auth=self._auth,
+            limit=self._limits.api,
+            deadline=deadline,
+            what=what,
+        )
         if response.is_success:
             return response
         if response.is_redirect:
@@ -308,6 +335,25 @@ class VisitorAPI:
         self._resolved[key] = url
         return url
 
+    def _next_url(self, page_url: httpx.URL, nxt: str) -> httpx.URL:
+        """``next`` resolved against the page's own URL, upgraded to https on our host."""
+        try:
+            url = page_url.join(nxt)
+        except httpx.InvalidURL:
+            raise ProtocolError("the server sent an invalid URL") from None
+        base = self._base_url
+        if (
+            url.scheme == "http"
+            and base.scheme == "https"
+            and url.host == base.host
+            and url.port in (None, 80, base.port)
+            and not url.userinfo
+        ):
+            # A TLS-terminating proxy in front of the API makes it write http links to
+            # itself. Same host: the https origin is meant; never send the token as is.
+            url = url.copy_with(scheme="https", port=base.port)
+        return url
+
     async def _paginate(self, path: str, parse: Callable[[Any], Any]) -> AsyncIterator[Any]:
         url: str | httpx.URL | None = path
         seen: set[str] = set()
@@ -316,7 +362,9 @@ class VisitorAPI:
             pages += 1
             if pages > _MAX_PAGES:
                 raise ProtocolError(f"{path}: more than {_MAX_PAGES} pages; giving up")
-            page = await self._json("GET", url)
+            response = await self._send("GET", url, None, retry=None)
+            page_url = response.request.url
+            page = decode_json_object(response.content, where=f"GET {page_url.path}")
             results = page.get("results")
             if not isinstance(results, list):
                 raise ProtocolError(f"{path}: page has no 'results' list")
@@ -325,11 +373,13 @@ class VisitorAPI:
             nxt = page.get("next")
             if nxt is not None and not isinstance(nxt, str):
                 raise ProtocolError(f"{path}: 'next' must be a URL string or null")
-            if nxt is not None:
-                if nxt in seen:
-                    raise ProtocolError(f"{path}: pagination loops back to an earlier page")
-                seen.add(nxt)
-            url = nxt
+            if nxt is None:
+                url = None
+                continue
+            url = self._next_url(page_url, nxt)
+            if str(url) in seen:
+                raise ProtocolError(f"{path}: pagination loops back to an earlier page")
+            seen.add(str(url))
 
 
 def _segment(value: str) -> str:

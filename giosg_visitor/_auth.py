@@ -13,17 +13,30 @@ one renewal and one retry. The timing maths is in ``_renewal.py`` (pure).
 from __future__ import annotations
 
 import enum
+import json
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, Final, Literal, final
+import sqlite3
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any, Final, Literal, TypeVar, final
 
 import anyio
 import attrs
 import httpx
 
 from ._clock import Clock
-from ._http import USER_AGENT, api_error, is_transient, map_http_errors, server_wait
+from ._http import (
+    MIN_ATTEMPT_SECONDS as _MIN_ATTEMPT,
+    USER_AGENT,
+    ResponseLimits,
+    api_error,
+    is_transient,
+    map_http_errors,
+    read_body,
+    send_bounded,
+    server_wait,
+)
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
@@ -33,6 +46,8 @@ from .errors import (
     ProtocolError,
     RenewalFailedError,
     SessionExpiredError,
+    StoreError,
+    StoreUnavailableError,
     TransportTimeoutError,
 )
 from .models import (
@@ -48,6 +63,8 @@ from .stores.base import Store
 __all__ = ["SessionState", "Token", "VisitorAuth", "VisitorSession"]
 
 logger = logging.getLogger("giosg_visitor.auth")
+
+_T = TypeVar("_T")
 
 #: How long an auth call plus the save of its answer may hold off cancellation.
 _AUTH_SHIELD_SECONDS: Final = 60.0
@@ -102,8 +119,15 @@ class VisitorSession:
         retry: RetryPolicy,
         rng: Callable[[], float] = random.random,
         on_invalid_secret: InvalidSecretPolicy = "raise",
+        limits: ResponseLimits | None = None,
+        request_timeout: float = 60.0,
     ) -> None:
         self.organization_id = organization_id
+        self._limits = limits or ResponseLimits()
+        self._request_timeout = request_timeout
+        # The deadline of the auth attempt in progress (a retry gets what is left of the
+        # retry deadline, at most request_timeout).
+        self._attempt_timeout = request_timeout
         self._base_url = base_url
         self._client = client
         self._store = store
@@ -124,6 +148,9 @@ class VisitorSession:
         self._last_renewal_start: float | None = None
         self._renewing = False
         self._closed = False
+        # A renewed record the store could not take yet (it was down, locked, read-only):
+        # the token is in use from memory and the save is retried (see save_unsaved).
+        self._unsaved: VisitorRecord | None = None
         self.identity_change: IdentityChange | None = None
 
     # Introspection ----------------------------------------------------------------------
@@ -167,6 +194,84 @@ class VisitorSession:
         """Mark the session closed: no more tokens are handed out."""
         self._closed = True
 
+    @property
+    def has_unsaved(self) -> bool:
+        """Whether a renewed token is in use that the store has not taken yet."""
+        return self._unsaved is not None
+
+    async def save_unsaved(self) -> bool:
+        """Try once to save the record a renewal could not save; ``True`` once saved.
+
+        Merged with what the store holds now, under the store's lock, so that what other
+        processes stored meanwhile (other organizations' sessions, OAuth tokens, a fresher
+        token of this organization) is kept. Store failures are logged, never raised.
+        """
+        async with self._lock:
+            pending = self._unsaved
+            if pending is None:
+                return True
+            try:
+                await self._with_store_lock(lambda: self._merge_and_save(pending))
+            except StoreError as exc:
+                logger.info("the store is still unavailable (%s); will retry", type(exc).__name__)
+                return False
+            if self._unsaved is pending:
+                self._unsaved = None
+            logger.warning("the store is available again; the renewed token is saved")
+            return True
+
+    async def _merge_and_save(self, pending: VisitorRecord) -> None:
+        stored = await self._load()
+        record = pending
+        if stored is not None and stored.visitor_secret_id == pending.visitor_secret_id:
+            ours = pending.sessions.get(self.organization_id)
+            theirs = stored.sessions.get(self.organization_id)
+            if ours is None or (theirs is not None and theirs.expires_at >= ours.expires_at):
+                return  # another process stored a token at least as fresh: keep it
+            record = stored.with_session(ours)
+        await self._save(record)
+
+    # Store access: every failure of the store becomes a StoreError. -----------------------
+
+    async def _load(self) -> VisitorRecord | None:
+        try:
+            return await self._store.load(self._key)
+        except StoreError:
+            raise
+        except Exception as exc:
+            # A store of the user's own may raise anything; it is still a store failure.
+            raise _store_failure("load", exc) from exc
+
+    async def _save(self, record: VisitorRecord) -> None:
+        try:
+            await self._store.save(self._key, record)
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise _store_failure("save", exc) from exc
+
+    async def _with_store_lock(self, body: Callable[[], Awaitable[_T]]) -> _T:
+        """``body()`` under the store's lock of this key.
+
+        A failure to take the lock is a :class:`StoreError`; a failure to release it after
+        ``body`` succeeded is only logged (the outcome, a token the server issued, must not
+        be thrown away; leases expire by themselves). Errors of ``body`` pass unchanged.
+        """
+        done: list[_T] = []
+        in_body = False
+        try:
+            async with self._store.lock(self._key):
+                in_body = True
+                done.append(await body())
+        except Exception as exc:
+            if done:
+                logger.warning("could not release the store lock (%s)", type(exc).__name__)
+                return done[0]
+            if in_body or isinstance(exc, StoreError):
+                raise
+            raise _store_failure("lock", exc) from exc
+        return done[0]
+
     # Entry points -----------------------------------------------------------------------
 
     async def start(self) -> Token:
@@ -177,18 +282,21 @@ class VisitorSession:
             GiosgError: Auth failed after its retries (the last error, typed).
         """
         async with self._lock:
-            async with self._store.lock(self._key):
-                record = await self._store.load(self._key)
-                if record is not None:
-                    self._secret = record.visitor_secret_id
-                    restored = self._restorable(record)
-                    if restored is not None:
-                        self._token = restored
-                        logger.debug(
-                            "reusing a stored token for visitor %s", restored.session.visitor_id
-                        )
-                        return restored
+            restored = await self._with_store_lock(self._restore)
+            if restored is not None:
+                return restored
             return await self._sequence(stale=None, background=False)
+
+    async def _restore(self) -> Token | None:
+        record = await self._load()
+        if record is None:
+            return None
+        self._secret = record.visitor_secret_id
+        restored = self._restorable(record)
+        if restored is not None:
+            self._token = restored
+            logger.debug("reusing a stored token for visitor %s", restored.session.visitor_id)
+        return restored
 
     async def token(self) -> Token:
         """A token that may be sent now, renewing first if needed (waits for the one renewal).
@@ -263,6 +371,10 @@ class VisitorSession:
         while True:
             attempt += 1
             await self._respect_spacing()
+            self._attempt_timeout = self._request_timeout
+            if attempt > 1 and not (background and self._token is not None):
+                remaining = self._retry.deadline - (self._clock.monotonic() - started)
+                self._attempt_timeout = min(self._request_timeout, max(remaining, _MIN_ATTEMPT))
             try:
                 token = await self._attempt()
             except GiosgError as exc:
@@ -314,56 +426,76 @@ class VisitorSession:
         self._last_renewal_start = self._clock.monotonic()
 
     async def _attempt(self) -> Token:
-        """One renewal: adopt a fresher token from the store, or call auth and persist."""
-        async with self._store.lock(self._key):
-            record = await self._store.load(self._key)
-            if record is not None and record.visitor_secret_id is not None:
-                adopted = self._adoptable(record)
-                if adopted is not None:
-                    self._secret = record.visitor_secret_id
-                    self._token = adopted
-                    return adopted
-                self._secret = record.visitor_secret_id
-            secret = self._secret
-            try:
-                return await self._authenticate(record, secret)
-            except InvalidSecretError:
-                if self._on_invalid_secret != "new_visitor" or secret is None:
-                    raise
-                old = self._token.session.visitor_id if self._token else None
-                if old is None and record is not None:
-                    stored = record.sessions.get(self.organization_id)
-                    old = stored.visitor_id if stored else None
-                token = await self._authenticate(None, None)
-                self.identity_change = IdentityChange(
-                    old_visitor_id=old,
-                    new_visitor_id=token.session.visitor_id,
-                    at=self._clock.time(),
-                )
-                logger.warning(
-                    "the stored visitor secret was rejected; started new visitor %s (was %s)",
-                    token.session.visitor_id,
-                    old,
-                )
-                return token
+        """One renewal: adopt a fresher token from the store, or call auth and persist.
 
-    async def _authenticate(self, record: VisitorRecord | None, secret: Secret | None) -> Token:
+        When the store fails (locked by another process, read-only, down) and this session
+        already has a token and its secret, auth is called without the store: the new
+        token is used from memory and its save is left to :meth:`save_unsaved`. A store
+        outage must not end a visitor whose server-side credentials are fine.
+        """
+        try:
+            return await self._with_store_lock(self._attempt_locked)
+        except StoreError as exc:
+            if self._token is None or self._secret is None:
+                raise
+            logger.warning(
+                "the store failed (%s); renewing from memory, the save is retried later",
+                type(exc).__name__,
+            )
+            return await self._authenticate(None, self._secret, persist=False)
+
+    async def _attempt_locked(self) -> Token:
+        record = await self._load()
+        if record is not None and record.visitor_secret_id is not None:
+            adopted = self._adoptable(record)
+            if adopted is not None:
+                self._secret = record.visitor_secret_id
+                self._token = adopted
+                return adopted
+            self._secret = record.visitor_secret_id
+        secret = self._secret
+        try:
+            return await self._authenticate(record, secret)
+        except InvalidSecretError:
+            if self._on_invalid_secret != "new_visitor" or secret is None:
+                raise
+            old = self._token.session.visitor_id if self._token else None
+            if old is None and record is not None:
+                stored = record.sessions.get(self.organization_id)
+                old = stored.visitor_id if stored else None
+            token = await self._authenticate(None, None)
+            self.identity_change = IdentityChange(
+                old_visitor_id=old,
+                new_visitor_id=token.session.visitor_id,
+                at=self._clock.time(),
+            )
+            logger.warning(
+                "the stored visitor secret was rejected; started new visitor %s (was %s)",
+                token.session.visitor_id,
+                old,
+            )
+            return token
+
+    async def _authenticate(
+        self, record: VisitorRecord | None, secret: Secret | None, *, persist: bool = True
+    ) -> Token:
         """Call auth and persist the answer, shielded from cancellation for a bounded time.
 
         A token (or a rotated secret) the server has issued must reach the store even if
         the visitor is being closed meanwhile; otherwise the next process renews again, or
-        worse, a rotated secret is lost.
+        worse, a rotated secret is lost. With ``persist=False`` (the store failed) the
+        record is kept for :meth:`save_unsaved` instead.
         """
         token: Token | None = None
         with anyio.CancelScope(shield=True) as scope:
             scope.deadline = anyio.current_time() + _AUTH_SHIELD_SECONDS
-            token = await self._authenticate_and_save(record, secret)
+            token = await self._authenticate_and_save(record, secret, persist=persist)
         if token is None:
             raise TransportTimeoutError(f"auth did not finish within {_AUTH_SHIELD_SECONDS:g} s")
         return token
 
     async def _authenticate_and_save(
-        self, record: VisitorRecord | None, secret: Secret | None
+        self, record: VisitorRecord | None, secret: Secret | None, *, persist: bool = True
     ) -> Token:
         issued_at = self._clock.monotonic()
         wall = self._clock.time()
@@ -385,7 +517,7 @@ class VisitorSession:
             access_token=auth.access_token,
             expires_at=expires_wall,
             lifetime=lifetime,
-            extra=auth.extra,
+            extra=_bounded_extra(auth.extra, self._limits.stored_extra),
         )
         if record is None or record.visitor_secret_id != auth.visitor_secret_id:
             # A new identity: other organizations' sessions belong to the old secret.
@@ -398,12 +530,23 @@ class VisitorSession:
         new_record = base.with_session(session)
         must_persist = secret is None or auth.visitor_secret_id != secret
         try:
-            await self._store.save(self._key, new_record)
-        except Exception as exc:
-            if must_persist:
-                # Without a persisted secret this visitor could never be resumed.
+            if not persist:
+                self._unsaved = new_record
+            else:
+                await self._save(new_record)
+                self._unsaved = None
+        except StoreError as exc:
+            if must_persist and self._token is None:
+                # Starting: without a persisted secret this visitor could never be resumed.
                 raise
-            logger.warning("could not persist the renewed token (%s)", type(exc).__name__)
+            # Renewing: the server has issued this token (and maybe rotated the secret);
+            # throwing it away would not bring the store back. Use it from memory and
+            # keep trying to save it.
+            self._unsaved = new_record
+            logger.warning(
+                "could not save the renewed token (%s); using it from memory, the save is retried",
+                type(exc).__name__,
+            )
         self._secret = auth.visitor_secret_id
         token = Token(
             access_token=auth.access_token,
@@ -417,12 +560,20 @@ class VisitorSession:
         url = self._base_url.join(f"/api/v5/public/orgs/{self.organization_id}/auth")
         body = {"visitor_secret_id": secret.reveal() if secret is not None else None}
         with map_http_errors("visitor auth"):
-            response = await self._client.post(
+            request = self._client.build_request(
+                "POST",
                 url,
                 json=body,
                 headers={"Accept": "application/json", "User-Agent": USER_AGENT},
-                follow_redirects=False,
             )
+        response = await send_bounded(
+            self._client,
+            request,
+            auth=None,
+            limit=self._limits.auth,
+            deadline=self._attempt_timeout,
+            what="visitor auth",
+        )
         if response.is_success:
             return AuthSession.from_api(decode_json_object(response.content, where="auth response"))
         error = api_error(response, now=self._clock.time())
@@ -474,6 +625,43 @@ class VisitorSession:
         )
 
 
+def _bounded_extra(extra: Mapping[str, Any], limit: int) -> Mapping[str, Any]:
+    """The unknown auth fields worth storing: in order, while their JSON fits ``limit``.
+
+    They are kept for the user's curiosity (``minimal_bar_version``...), stored with the
+    session and re-read on every load: a server that sends a huge field must not make
+    every later load huge. Dropped names are logged, never values.
+    """
+    kept: dict[str, Any] = {}
+    size = 0
+    dropped: list[str] = []
+    for name, value in extra.items():
+        try:
+            cost = len(json.dumps({name: value}, separators=(",", ":"), ensure_ascii=False))
+        except (TypeError, ValueError, RecursionError):
+            cost = limit + 1
+        if size + cost > limit:
+            dropped.append(name[:40])
+            continue
+        kept[name] = value
+        size += cost
+    if dropped:
+        logger.info("not storing %d large unknown auth field(s): %s", len(dropped), dropped[:5])
+    return MappingProxyType(kept) if dropped else extra
+
+
+def _store_failure(what: str, error: Exception) -> StoreError:
+    """The typed error for what a store of the user's own raised (only its type is shown).
+
+    ``OSError`` (a file system, a socket) and ``sqlite3.OperationalError`` (locked, read
+    only) are outages worth waiting out; anything else is a plain :class:`StoreError`.
+    """
+    message = f"the store failed to {what} ({type(error).__name__})"
+    if isinstance(error, OSError | sqlite3.OperationalError):
+        return StoreUnavailableError(message)
+    return StoreError(message)
+
+
 def _is_terminal(error: GiosgError) -> bool:
     """A rejected secret or a 4xx (other than 408/429) will not get better by retrying."""
     if isinstance(error, InvalidSecretError):
@@ -493,8 +681,9 @@ class VisitorAuth(httpx.Auth):
     with one renewal (only if the failed token is still the current one) and one retry.
     """
 
-    def __init__(self, session: VisitorSession) -> None:
+    def __init__(self, session: VisitorSession, *, body_limit: int = 16 << 20) -> None:
         self._session = session
+        self._body_limit = body_limit
 
     async def async_auth_flow(
         self, request: httpx.Request
@@ -504,7 +693,8 @@ class VisitorAuth(httpx.Auth):
         response = yield request
         if response.status_code != 401:
             return
-        await response.aread()
+        # httpx reads a response it retries whole; this read is bounded first.
+        await read_body(response, limit=self._body_limit, what="401 response")
         current = self._session.current
         if current is not None and current is not token:
             fresh = await self._session.token()

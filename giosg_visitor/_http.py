@@ -7,15 +7,17 @@ This is one of the two places where third-party exceptions are translated (the o
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import anyio
 import attrs
 import httpx
 
@@ -26,6 +28,7 @@ from .errors import (
     GiosgError,
     NotFoundError,
     PermissionDeniedError,
+    ProtocolError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -36,11 +39,14 @@ from .errors import (
 
 __all__ = [
     "DEFAULT_BASE_URL",
+    "ResponseLimits",
     "Timeouts",
     "api_error",
     "check_credential_url",
     "is_loopback_host",
     "map_http_errors",
+    "read_body",
+    "send_bounded",
     "response_body",
     "retry_delay",
     "server_wait",
@@ -51,6 +57,15 @@ logger = logging.getLogger("giosg_visitor")
 DEFAULT_BASE_URL: Final = "https://service.giosg.com"
 USER_AGENT: Final = "giosg-visitor-python"
 
+#: The least a retry gets when little of the retry deadline is left: an attempt with
+#: less time than this could hardly succeed, and the deadline is a plan, not a promise.
+MIN_ATTEMPT_SECONDS: Final = 1.0
+
+# Stopping a body midway: how long closing may take, and how many pieces a transport
+# that ignores the close may still hand over before the SDK stops asking.
+_ABANDON_SECONDS: Final = 5.0
+_ABANDON_STEPS: Final = 64
+
 
 @attrs.frozen(kw_only=True)
 class Timeouts:
@@ -60,9 +75,15 @@ class Timeouts:
 
     Attributes:
         connect: TCP/TLS connect.
-        read: Waiting for response bytes.
+        read: Waiting for response bytes (each read: a server that trickles a byte at a
+            time never trips it; ``request`` does).
         write: Sending request bytes.
         pool: Waiting for a pooled connection.
+        request: One HTTP attempt from start to the last byte of its response (waiting
+            for a token renewal in progress included). Passing it raises
+            :class:`~giosg_visitor.TransportTimeoutError`, which idempotent calls retry
+            within their :class:`~giosg_visitor.RetryPolicy` deadline; a retry gets
+            what is left of that deadline (at least 1 s).
         socket_open: WebSocket opening handshake.
         close: Graceful shutdown (close frames, final saves).
     """
@@ -71,12 +92,151 @@ class Timeouts:
     read: float = 30.0
     write: float = 30.0
     pool: float = 10.0
+    request: float = attrs.field(default=60.0)
     socket_open: float = 10.0
     close: float = 5.0
+
+    @request.validator
+    def _check_request(self, _attribute: object, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ValueError("Timeouts.request must be a positive number of seconds")
 
     def httpx_timeout(self) -> httpx.Timeout:
         """The matching :class:`httpx.Timeout`."""
         return httpx.Timeout(connect=self.connect, read=self.read, write=self.write, pool=self.pool)
+
+
+def _positive_size(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"ResponseLimits.{attribute.name} must be a positive number of bytes")
+
+
+@attrs.frozen(kw_only=True)
+class ResponseLimits:
+    """How much of the server's answers the SDK reads and keeps, in bytes.
+
+    A body is read in pieces and the read stops as soon as it passes its limit (counted
+    after decompression), raising :class:`~giosg_visitor.ProtocolError`: a broken or
+    hostile server cannot make the SDK hold a huge body in memory. A declared
+    ``Content-Length`` over the limit is refused before reading.
+
+    Attributes:
+        auth: A visitor auth response body; 1 MiB.
+        api: Any other response body of the visitor's REST calls (pages of chats and
+            messages included); 16 MiB.
+        stored_extra: The fields of an auth response the SDK does not know are stored
+            with the session (they are re-read on every load) while their JSON stays
+            within this size, in the order the server sent them; the rest are dropped.
+            4 KiB.
+    """
+
+    auth: int = attrs.field(default=1 << 20, validator=_positive_size)
+    api: int = attrs.field(default=16 << 20, validator=_positive_size)
+    stored_extra: int = attrs.field(default=4 << 10, validator=_positive_size)
+
+
+async def read_body(response: httpx.Response, *, limit: int, what: str) -> bytes:
+    """Read a streamed response's body, at most ``limit`` bytes (decoded).
+
+    The read stops at the first piece that passes ``limit`` (the connection is closed,
+    not drained). The bytes read are kept where ``Response.aread`` keeps them, so the
+    response then behaves like a fully read one (``.content``, ``.text``, and httpx's own
+    ``aread`` in an auth flow return them without reading again).
+
+    Raises:
+        ProtocolError: The body is larger than ``limit``.
+        TransportError: The connection failed while reading.
+    """
+    if hasattr(response, "_content"):
+        body: bytes = response.content
+        if len(body) > limit:
+            raise _too_large(what, limit)
+        return body
+    declared = response.headers.get("content-length", "")
+    plain = "content-encoding" not in response.headers
+    if plain and declared.isascii() and declared.isdigit() and int(declared) > limit:
+        await response.aclose()
+        raise _too_large(what, limit)
+    chunks: list[bytes] = []
+    size = 0
+    pieces = response.aiter_bytes()
+    complete = False
+    try:
+        with map_http_errors(what):
+            async for chunk in pieces:
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(what, limit)
+                chunks.append(chunk)
+        complete = True
+    finally:
+        if not complete:
+            await _abandon(response, pieces)
+    body = b"".join(chunks)
+    # httpx has no public way to hand over a body read elsewhere; this is where its own
+    # aread() puts it, and where .content and a later aread() look for it.
+    response._content = body
+    return body
+
+
+async def _abandon(response: httpx.Response, pieces: AsyncIterator[bytes]) -> None:
+    """Stop reading a body midway: close the connection, then finish the iterators.
+
+    httpx's body iterators are nested async generators; one left suspended would only
+    be finalised by the garbage collector (trio warns about each). Once the connection
+    is closed, one more step makes the innermost fail, which ends every level in order.
+    """
+    with anyio.move_on_after(_ABANDON_SECONDS, shield=True):
+        await response.aclose()
+        with contextlib.suppress(Exception):
+            # Bounded: a transport that ignores the close (in-memory ones) gets cut off.
+            steps = 0
+            async for _ in pieces:
+                steps += 1
+                if steps >= _ABANDON_STEPS:
+                    break
+    if isinstance(pieces, AsyncGenerator):
+        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+            await pieces.aclose()
+
+
+def _too_large(what: str, limit: int) -> ProtocolError:
+    return ProtocolError(f"{what}: the response body is larger than {limit:,} bytes; not read")
+
+
+async def send_bounded(
+    client: httpx.AsyncClient,
+    request: httpx.Request,
+    *,
+    auth: httpx.Auth | None,
+    limit: int,
+    deadline: float,
+    what: str,
+) -> httpx.Response:
+    """Send ``request`` and read its whole response within ``deadline`` seconds.
+
+    The body is read with :func:`read_body` (at most ``limit`` bytes). httpx's timeouts
+    are per network operation; this bounds the attempt as a whole, so a server that
+    sends a byte a second cannot hold a call for minutes.
+
+    Raises:
+        TransportTimeoutError: The response was not complete within ``deadline``.
+        ProtocolError: The body is larger than ``limit``.
+        TransportError: The network failed.
+    """
+    with anyio.move_on_after(deadline) as scope:
+        with map_http_errors(what):
+            response = await client.send(request, auth=auth, stream=True, follow_redirects=False)
+        try:
+            await read_body(response, limit=limit, what=what)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+        return response
+    assert scope.cancelled_caught
+    raise TransportTimeoutError(
+        f"{what}: no complete response within {deadline:g} s (Timeouts.request)"
+    )
 
 
 def is_loopback_host(host: str) -> bool:

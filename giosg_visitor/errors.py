@@ -45,6 +45,12 @@ __all__ = [
     "ServerError",
     "SessionError",
     "SessionExpiredError",
+    "StoreConnectionError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreProtocolError",
+    "StoreTimeoutError",
+    "StoreUnavailableError",
     "SubscriptionError",
     "TransportError",
     "TransportTimeoutError",
@@ -324,3 +330,54 @@ class SubscriptionError(RealtimeError):
     def __init__(self, message: str, *, channel: str) -> None:
         super().__init__(message)
         self.channel = channel
+
+
+# Stores ----------------------------------------------------------------------------------
+
+
+class StoreError(GiosgError):
+    """A store failed to load, save, delete or lock a record.
+
+    Every built-in store raises a subclass of this for failures of its own storage; the
+    original exception (``OSError``, ``sqlite3.Error``, a redis-py error) is kept as
+    ``__cause__``. Messages name the store (a path, a Redis host) and the kind of
+    failure, never a record's content or a password.
+
+    During background renewal a store error never ends a visitor: the renewed token is
+    kept in memory and saved once the store answers again.
+    """
+
+
+class StoreUnavailableError(StoreError, OSError):
+    """The store cannot be used right now; trying again later may work.
+
+    Locked by another process (SQLite ``database is locked``), read-only, out of space,
+    an I/O error, a Redis server that is down or loading. Also an :class:`OSError`,
+    because that is what the file-based stores' callers have always caught.
+    """
+
+
+class StoreConnectionError(StoreUnavailableError, TransportError):
+    """A networked store (Redis) could not be reached. Also a :class:`TransportError`."""
+
+
+class StoreTimeoutError(StoreConnectionError, TransportTimeoutError):
+    """A networked store (Redis) did not answer in time."""
+
+
+class StoreProtocolError(StoreError, ProtocolError):
+    """The store's server refused a command, and retrying will not help.
+
+    For example a Redis user without permission for a command. Also a
+    :class:`ProtocolError`.
+    """
+
+
+class StoreCorruptError(StoreError, ProtocolError):
+    """The store holds content that is not a valid store or record; it was left as is.
+
+    Raised for a JSON file that does not parse, a file that is not a SQLite database, a
+    record that does not decode, a Redis key of the wrong type. The message names the
+    store and the problem (for example the missing field), never the content itself.
+    Also a :class:`ProtocolError`.
+    """

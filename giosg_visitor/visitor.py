@@ -21,7 +21,13 @@ from ._api import VisitorAPI
 from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
 from ._clock import Clock, SystemClock
 from ._host import spawn_root_task
-from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts, check_credential_url
+from ._http import (
+    DEFAULT_BASE_URL,
+    USER_AGENT,
+    ResponseLimits,
+    Timeouts,
+    check_credential_url,
+)
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._secret import Secret
 from .chat import Chat
@@ -86,7 +92,9 @@ class Visitor:
             its end user's id).
         http_client: An ``httpx.AsyncClient`` to share (not closed by the visitor).
             Redirects are never followed on credentialed requests either way.
-        timeouts: Transport limits.
+        timeouts: Transport limits (``request`` bounds one HTTP attempt as a whole).
+        limits: How large a response body may be (auth 1 MiB, other calls 16 MiB) and how
+            much of an auth response's unknown fields is stored.
         renewal: When to renew (see :class:`~giosg_visitor.RenewalPolicy`).
         retry: How to retry transient auth failures.
         on_invalid_secret: ``"raise"`` (default) raises
@@ -122,6 +130,7 @@ class Visitor:
         "_host_error",
         "_host_stop",
         "_key",
+        "_limits",
         "_on_invalid_secret",
         "_organization_id",
         "_ping_interval",
@@ -153,6 +162,7 @@ class Visitor:
         key: str = "default",
         http_client: httpx.AsyncClient | None = None,
         timeouts: Timeouts | None = None,
+        limits: ResponseLimits | None = None,
         renewal: RenewalPolicy | None = None,
         retry: RetryPolicy | None = None,
         on_invalid_secret: InvalidSecretPolicy = "raise",
@@ -175,6 +185,7 @@ class Visitor:
         self._store: Store = store if store is not None else MemoryStore()
         self._key = check_key(key)
         self._timeouts = timeouts or Timeouts()
+        self._limits = limits or ResponseLimits()
         self._renewal = renewal or RenewalPolicy()
         self._retry = retry or RetryPolicy()
         self._on_invalid_secret: InvalidSecretPolicy = on_invalid_secret
@@ -254,7 +265,7 @@ class Visitor:
     @property
     def auth(self) -> httpx.Auth:
         """An ``httpx.Auth`` that signs requests as this visitor (Bearer, renewed)."""
-        return VisitorAuth(self._require_session())
+        return VisitorAuth(self._require_session(), body_limit=self._limits.api)
 
     @property
     def http_client(self) -> httpx.AsyncClient:
@@ -301,18 +312,24 @@ class Visitor:
                 retry=self._retry,
                 rng=self._rng,
                 on_invalid_secret=self._on_invalid_secret,
+                limits=self._limits,
+                request_timeout=self._timeouts.request,
             )
             await session.start()
             self._session = session
+            # Runs after the background tasks have stopped, before the client closes.
+            stack.push_async_callback(self._save_before_close, session)
             self._api = VisitorAPI(
                 client=self._client,
-                auth=VisitorAuth(session),
+                auth=VisitorAuth(session, body_limit=self._limits.api),
                 base_url=self._base_url,
                 organization_id=self._organization_id,
                 visitor_id=lambda: self.visitor_id,
                 clock=self._clock,
                 retry=self._retry,
                 rng=self._rng,
+                limits=self._limits,
+                request_timeout=self._timeouts.request,
             )
             if self._realtime_enabled:
                 # Entered before the task group, so background tasks stop before the socket.
@@ -430,6 +447,15 @@ class Visitor:
                     raise group.exceptions[0] from group
                 raise
 
+    async def _save_before_close(self, session: VisitorSession) -> None:
+        """One last try to save a renewed token the store could not take while running."""
+        if not session.has_unsaved:
+            return
+        with anyio.move_on_after(self._timeouts.close, shield=True):
+            if await session.save_unsaved():
+                return
+        logger.warning("closing with a renewed token the store never took; it is not saved")
+
     async def _close_client(self, client: httpx.AsyncClient) -> None:
         with anyio.move_on_after(self._timeouts.close, shield=True):
             await client.aclose()
@@ -447,6 +473,7 @@ class Visitor:
             key=self._key,
             http_client=self._client if self._client is not None else self._shared_client,
             timeouts=self._timeouts,
+            limits=self._limits,
             renewal=self._renewal,
             retry=self._retry,
             on_invalid_secret=self._on_invalid_secret,
@@ -682,10 +709,31 @@ class Visitor:
         return token.session
 
     async def _renew_forever(self, session: VisitorSession) -> None:
-        """Sleep until the renewal point; renew; repeat. Failures become state, not crashes."""
+        """Sleep until the renewal point; renew; repeat. Failures become state, not crashes.
+
+        A token the store could not take (down, locked, read-only) is saved again on a
+        backoff schedule between renewals; the store being down never ends the visitor.
+        """
         failures = 0
+        save_failures = 0
+        save_at: float | None = None
         while True:
-            await self._clock.sleep(session.seconds_until_renewal())
+            wait = session.seconds_until_renewal()
+            if session.has_unsaved:
+                if save_at is None:
+                    save_at = self._clock.monotonic() + self._save_backoff(save_failures + 1)
+                wait = min(wait, max(0.0, save_at - self._clock.monotonic()))
+            else:
+                save_at, save_failures = None, 0
+            await self._clock.sleep(wait)
+            if save_at is not None and self._clock.monotonic() >= save_at:
+                if await session.save_unsaved():
+                    save_at, save_failures = None, 0
+                else:
+                    save_failures += 1
+                    save_at = self._clock.monotonic() + self._save_backoff(save_failures + 1)
+                if session.seconds_until_renewal() > 0:
+                    continue
             token = session.current
             now = self._clock.monotonic()
             if token is not None and not token.times.needs_renewal(now, self._renewal):
@@ -709,6 +757,18 @@ class Visitor:
                 continue
             delay = min(_MAX_LOOP_BACKOFF, self._retry.delay(failures, self._rng() or 0.5))
             await self._clock.sleep(max(delay, 0.1) if math.isfinite(delay) else 1.0)
+
+    def _save_backoff(self, attempt: int) -> float:
+        """Seconds before save attempt ``attempt`` of an unsaved token: capped, jittered."""
+        # The retry policy's schedule, as for a failed call.
+        ceiling = min(
+            self._retry.max_delay,
+            _MAX_LOOP_BACKOFF,
+            self._retry.first_delay * self._retry.factor ** min(max(0, attempt - 1), 32),
+        )
+        # Half fixed, half random: spread out, yet never a tight loop against the store.
+        delay = ceiling * (0.5 + 0.5 * self._rng())
+        return delay if math.isfinite(delay) and delay > 0 else 1.0
 
     def __repr__(self) -> str:
         token = self._session.current if self._session is not None else None

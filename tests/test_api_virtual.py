@@ -134,6 +134,67 @@ class TestPagination:
         async with client:
             assert [c.id async for c in api.list_chats()] == ["a", "b", "c"]
 
+    async def test_relative_next_is_resolved_against_the_page(self) -> None:
+        """``?cursor=2`` continues the page's own path, not the API origin's root."""
+        requested: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            requested.append(f"{request.url.path}?{request.url.query.decode()}")
+            if request.url.path != "/api/v5/public/visitors/8a60b202474547dbb8ce19737e4c166f/chats":
+                return httpx.Response(404, json={"detail": "Not found."})
+            cursor = request.url.params.get("cursor")
+            nxt = {None: "?cursor=2", "2": "chats?cursor=3", "3": None}[cursor]
+            return httpx.Response(200, json={"next": nxt, "results": [{"id": cursor or "1"}]})
+
+        api, client = self._api(httpx.MockTransport(handler))
+        async with client:
+            assert [c.id async for c in api.list_chats()] == ["1", "2", "3"]
+        path = "/api/v5/public/visitors/8a60b202474547dbb8ce19737e4c166f/chats"
+        assert requested == [f"{path}?", f"{path}?cursor=2", f"{path}?cursor=3"]
+
+    async def test_http_next_on_the_api_host_is_followed_over_https(self) -> None:
+        """A proxy's ``http://`` link to the API's own host: followed, but over https only."""
+        schemes: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            schemes.append(request.url.scheme)
+            cursor = request.url.params.get("cursor")
+            nxt = {
+                None: "http://service.giosg.com/api/v5/public/x?cursor=2",
+                "2": "http://service.giosg.com:80/api/v5/public/x?cursor=3",
+                "3": None,
+            }[cursor]
+            return httpx.Response(200, json={"next": nxt, "results": [{"id": cursor or "1"}]})
+
+        api, client = self._api(httpx.MockTransport(handler))
+        async with client:
+            assert [c.id async for c in api.list_chats()] == ["1", "2", "3"]
+        assert schemes == ["https", "https", "https"]
+
+    @pytest.mark.parametrize(
+        "nxt",
+        [
+            "http://evil.example/steal?cursor=1",
+            "https://evil.example/steal?cursor=1",
+            "http://service.giosg.com:8080/x?cursor=1",
+            "//evil.example/steal?cursor=1",
+        ],
+        ids=["http-foreign", "https-foreign", "http-other-port", "scheme-relative-foreign"],
+    )
+    async def test_foreign_next_stays_refused(self, nxt: str) -> None:
+        """Upgrading http is for the API's own host and port only; the rest is refused."""
+        seen: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(str(request.url))
+            return httpx.Response(200, json={"next": nxt, "results": []})
+
+        api, client = self._api(httpx.MockTransport(handler))
+        async with client:
+            with pytest.raises(UntrustedEndpointError):
+                _ = [c async for c in api.list_chats()]
+        assert len(seen) == 1
+
     async def test_next_to_another_origin_is_refused(self) -> None:
         """A next link to another host would carry the token: refused, never requested."""
         seen: list[str] = []

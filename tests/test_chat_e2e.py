@@ -222,6 +222,23 @@ async def test_pagination_across_many_pages() -> None:
     assert len(pages) == 6  # 24 messages (23 + join) in pages of 4
 
 
+async def test_relative_next_links_over_real_sockets() -> None:
+    """A server whose next links are ``?cursor=...`` (relative to the page) is followed."""
+    async with (
+        FakeGiosg(page_size=3, next_links="relative") as giosg,
+        Visitor(ORG_ID, base_url=giosg.base_url) as visitor,
+    ):
+        operator = await giosg.operator_online(ROOM_ID)
+        chat = await visitor.start_chat(ROOM_ID)
+        for i in range(10):
+            await giosg.operator_says(chat.id, operator, f"p{i}")
+        history = await chat.history()
+        assert [m.message for m in history if m.type == "msg"] == [f"p{i}" for i in range(10)]
+    pages = [r for r in giosg.requests if r.path.endswith("/messages") and r.method == "GET"]
+    assert len(pages) == 4  # 11 messages (10 + join) in pages of 3, none sent to "/"
+    assert not [r for r in giosg.requests if r.path == "/"]
+
+
 async def test_lost_send_response_is_reconciled_not_resent(giosg: FakeGiosg) -> None:
     """A send processed by the server but whose response is lost is found by read-back."""
     async with Visitor(ORG_ID, base_url=giosg.base_url, retry=FAST_RETRY) as visitor:

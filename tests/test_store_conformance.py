@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -23,9 +24,12 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from giosg_visitor._secret import Secret
+from giosg_visitor.errors import StoreUnavailableError
 from giosg_visitor.models import VisitorRecord
 from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store
 from giosg_visitor.testing._store_suite import check_store
+
+from ._store_faults import immutable_folder, sqlite_held_exclusive
 
 
 CHILD = Path(__file__).with_name("_store_crash_child.py")
@@ -88,6 +92,96 @@ async def test_builtin_stores_pass_check_store(tmp_path: Path, kind: str) -> Non
     assert isinstance(store, Store)
     await check_store(store)
     await close(store)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_builtin_stores_raise_store_errors_in_an_outage(tmp_path: Path, kind: str) -> None:
+    """A real outage (SQLite held by another process, an immutable folder) is a StoreError.
+
+    check_store's outage check: the failed save is typed, quotes no secret, and the
+    record saved before it is intact afterwards.
+    """
+    folder = tmp_path / "store"
+    folder.mkdir()
+    path = store_path(folder, kind)
+    store = make_store(kind, path, busy_timeout=0.2)
+    errors: list[BaseException] = []
+
+    @asynccontextmanager
+    async def outage() -> AsyncIterator[None]:
+        cm = sqlite_held_exclusive(path) if kind == "sqlite" else immutable_folder(folder)
+        async with cm:
+            yield
+
+    class Watching:
+        """The store, recording what its save raises (to check the type and cause)."""
+
+        def __init__(self, inner: FileStore | SQLiteStore) -> None:
+            self.inner = inner
+
+        async def load(self, key: str) -> VisitorRecord | None:
+            return await self.inner.load(key)
+
+        async def save(self, key: str, record: VisitorRecord) -> None:
+            try:
+                await self.inner.save(key, record)
+            except Exception as exc:
+                errors.append(exc)
+                raise
+
+        async def delete(self, key: str) -> None:
+            await self.inner.delete(key)
+
+        def lock(self, key: str) -> Any:
+            return self.inner.lock(key)
+
+    await check_store(Watching(store), outage=outage)
+    await close(store)
+    assert len(errors) == 1
+    assert isinstance(errors[0], StoreUnavailableError)
+    assert isinstance(errors[0], OSError)  # what callers of the file stores caught before
+    if kind == "sqlite":
+        assert "database is locked" in str(errors[0])
+        assert isinstance(errors[0].__cause__, sqlite3.OperationalError)
+    else:
+        assert errors[0].errno == errno.EPERM
+        assert isinstance(errors[0].__cause__, PermissionError)
+
+
+async def test_check_store_catches_a_store_raising_untyped_errors(tmp_path: Path) -> None:
+    """A store whose save raises a bare OSError in an outage fails the outage check."""
+
+    broken = False
+
+    class Raw:
+        def __init__(self) -> None:
+            self.inner = MemoryStore()
+
+        async def load(self, key: str) -> VisitorRecord | None:
+            return await self.inner.load(key)
+
+        async def save(self, key: str, record: VisitorRecord) -> None:
+            if broken:
+                raise OSError(errno.EROFS, "read-only file system")
+            await self.inner.save(key, record)
+
+        async def delete(self, key: str) -> None:
+            await self.inner.delete(key)
+
+        def lock(self, key: str) -> Any:
+            return self.inner.lock(key)
+
+    @asynccontextmanager
+    async def outage() -> AsyncIterator[None]:
+        nonlocal broken
+        broken = True
+        try:
+            yield
+        finally:
+            broken = False
+
+    with pytest.raises(AssertionError, match="raised OSError, not a StoreError"):
+        await check_store(Raw(), outage=outage)
 
 
 async def test_check_store_accepts_factories() -> None:

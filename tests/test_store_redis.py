@@ -18,10 +18,20 @@ import redis
 import redis.asyncio
 
 from giosg_visitor._secret import Secret
-from giosg_visitor.errors import ProtocolError, TransportError, TransportTimeoutError
+from giosg_visitor.errors import (
+    ProtocolError,
+    StoreConnectionError,
+    StoreCorruptError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+    TransportError,
+    TransportTimeoutError,
+)
 from giosg_visitor.models import VisitorRecord
 from giosg_visitor.stores import RedisStore, Store
 from giosg_visitor.testing import check_store
+
+from ._store_faults import redis_refusing_writes
 
 
 SECRET = "canary-visitor-secret-0123456789"
@@ -243,6 +253,48 @@ class TestErrors:
             with pytest.raises(TransportError, match=f"127.0.0.1:{dead_port}/0"):
                 async with store.lock("k"):
                     pass
+
+    async def test_errors_are_store_errors(self, dead_port: int, redis_url: str) -> None:
+        """Unreachable, silent, refusing and wrong-type Redis each raise their StoreError."""
+        async with RedisStore(f"redis://:{PASSWORD}@127.0.0.1:{dead_port}/0") as down:
+            with pytest.raises(StoreConnectionError) as caught:
+                await down.save("k", record())
+            assert isinstance(caught.value, StoreUnavailableError)
+            assert SECRET not in str(caught.value)
+            assert PASSWORD not in str(caught.value)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(8)
+            port = listener.getsockname()[1]
+            async with RedisStore(f"redis://127.0.0.1:{port}/0", socket_timeout=0.2) as silent:
+                with pytest.raises(StoreTimeoutError):
+                    await silent.load("k")
+        async with RedisStore(redis_url, prefix=unique_prefix()) as store:
+            await store.save("k", record())
+            async with redis_refusing_writes(redis_url):
+                with pytest.raises(StoreUnavailableError, match="NOREPLICAS") as refused:
+                    await store.save("k", record("new-canary-secret-987654321"))
+                assert "new-canary-secret" not in str(refused.value)
+                assert await store.load("k") == record()  # reads go on
+            await Raw(redis_url)("HSET", store.record_key("h"), "field", "value")
+            with pytest.raises(StoreCorruptError, match="WRONGTYPE"):
+                await store.load("h")
+
+    def test_echoed_command_arguments_are_not_kept(self) -> None:
+        """Redis quotes the arguments of an unknown command; a record's secrets must not."""
+        store = RedisStore("redis://127.0.0.1:6379/0")
+        echoed = (
+            "ERR unknown command 'SET', with args beginning with: 'giosg_visitor:record:k' "
+            f'\'{{"visitor_secret_id":"{SECRET}"\''
+        )
+        error = store._reply_error(redis.exceptions.ResponseError(echoed))
+        assert "unknown command 'SET'" in str(error)
+        assert SECRET not in str(error)
+
+    async def test_outage_passes_check_store(self, redis_url: str) -> None:
+        """check_store's outage check: a Redis refusing writes raises StoreUnavailableError."""
+        async with RedisStore(redis_url, prefix=unique_prefix()) as store:
+            await check_store(store, outage=lambda: redis_refusing_writes(redis_url))
 
     async def test_silent_server_is_a_transport_timeout(self) -> None:
         """A server that accepts but never answers raises TransportTimeoutError."""

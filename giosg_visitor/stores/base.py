@@ -27,7 +27,15 @@ class Store(Protocol):
       storage (processes included, for shared stores). The SDK holds it while it renews a
       token so that one renewal serves everyone. It is not re-entrant. Stores whose lock
       outlives a crashed holder must expire it (a lease).
-    * blocking I/O never runs on the event loop thread.
+    * blocking I/O never runs on the event loop thread;
+    * failures of the backing storage raise :class:`~giosg_visitor.StoreError` (the
+      original exception as ``__cause__``, no record content or password in the
+      message): :class:`~giosg_visitor.StoreUnavailableError` when it cannot be used
+      now (locked, read-only, full, down), :class:`~giosg_visitor.StoreCorruptError`
+      when its content is unreadable (left untouched). A store of your own should do
+      the same; the SDK treats any other exception from a store as a
+      :class:`~giosg_visitor.StoreError` too. Misuse (a key that is not a ``str``)
+      raises ``TypeError`` or ``ValueError``.
 
     Keys are arbitrary non-empty strings (they may contain ``/``, ``:``, Unicode).
     """

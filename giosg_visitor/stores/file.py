@@ -27,7 +27,12 @@ from typing import Any, Final, final
 import anyio
 import anyio.to_thread
 
-from giosg_visitor.errors import ProtocolError
+from giosg_visitor.errors import (
+    ProtocolError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+)
 from giosg_visitor.models import VisitorRecord
 
 from .base import check_key
@@ -116,9 +121,9 @@ def _permission_warning(path: str, old_mode: int) -> FilePermissionWarning:
     )
 
 
-def _corrupt(path: str, problem: str) -> ProtocolError:
+def _corrupt(path: str, problem: str) -> StoreCorruptError:
     # The file's content never goes into the message: it holds secrets.
-    return ProtocolError(
+    return StoreCorruptError(
         f"store file {path!r} is not a valid giosg_visitor store ({problem}); "
         "it was left untouched: move it away or repair it"
     )
@@ -172,7 +177,7 @@ def _decode(raw: Any, path: str) -> VisitorRecord:
         return VisitorRecord.from_json(raw)
     except ProtocolError as exc:
         # Model errors name the field, never its value.
-        raise ProtocolError(f"store file {path!r}: {exc}") from exc
+        raise StoreCorruptError(f"store file {path!r}: {exc}") from exc
 
 
 def _write_all(fd: int, payload: bytes) -> None:
@@ -288,6 +293,32 @@ class _RenewalLock:
             os.close(fd)
 
 
+def unavailable(store: str, what: str, exc: OSError) -> StoreUnavailableError:
+    """The :class:`StoreUnavailableError` for an ``OSError`` of a file-based store.
+
+    The message is the store, the operation and the system's own words (``strerror``,
+    which never holds file content); ``errno`` is kept so callers can tell ENOSPC from
+    EROFS.
+    """
+    reason = exc.strerror or type(exc).__name__
+    code = errno.errorcode.get(exc.errno, "") if isinstance(exc.errno, int) else ""
+    suffix = f" ({code})" if code else ""
+    error = StoreUnavailableError(f"{store}: {what} failed: {reason}{suffix}")
+    error.errno = exc.errno
+    return error
+
+
+@contextlib.contextmanager
+def _typed_errors(path: str, what: str) -> Iterator[None]:
+    """Raise an ``OSError`` of the file system as :class:`StoreUnavailableError`."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise unavailable(f"store file {path!r}", what, exc) from exc
+
+
 # The store. --------------------------------------------------------------------------------
 
 
@@ -305,7 +336,10 @@ class FileStore:
     The file is created with mode 0600 and its folder, if missing, with 0700. A symlink at
     ``path`` is refused; an existing file that other users can access is changed to 0600
     with a :class:`FilePermissionWarning`. A file that is not a valid store is never
-    overwritten: ``load`` and ``save`` raise :class:`~giosg_visitor.errors.ProtocolError`.
+    overwritten: ``load`` and ``save`` raise :class:`~giosg_visitor.StoreCorruptError`.
+    File-system failures (a read-only folder, a full disk, an I/O error, a symlink at
+    ``path``) raise :class:`~giosg_visitor.StoreUnavailableError` (also an ``OSError``,
+    with the original ``errno``; the original error is its ``__cause__``).
 
     Meant for a handful of visitors; for many visitors use
     :class:`~giosg_visitor.stores.SQLiteStore`.
@@ -348,11 +382,12 @@ class FileStore:
         """Return the record stored under ``key``, or ``None``.
 
         Raises:
-            ProtocolError: The file is not a valid store, or the record is malformed.
-            OSError: The file cannot be read, or ``path`` is a symlink.
+            StoreCorruptError: The file is not a valid store, or the record is malformed.
+            StoreUnavailableError: The file cannot be read, or ``path`` is a symlink.
         """
         key = check_key(key)
-        record, old_mode = await anyio.to_thread.run_sync(self._load_sync, key)
+        with _typed_errors(self._path, "load"):
+            record, old_mode = await anyio.to_thread.run_sync(self._load_sync, key)
         if old_mode is not None:
             warnings.warn(_permission_warning(self._path, old_mode), stacklevel=2)
         return record
@@ -361,13 +396,15 @@ class FileStore:
         """Store ``record`` under ``key`` atomically and durably; other keys are kept.
 
         Raises:
-            ProtocolError: The existing file is not a valid store (it is left untouched).
-            OSError: Writing failed (the previous file is intact), or ``path`` is a symlink.
+            StoreCorruptError: The existing file is not a valid store (it is left untouched).
+            StoreUnavailableError: Writing failed (the previous file is intact: a read-only
+                folder, a full disk), or ``path`` is a symlink.
         """
         key = check_key(key)
         if not isinstance(record, VisitorRecord):
             raise TypeError(f"expected a VisitorRecord, got {type(record).__name__}")
-        old_mode = await self._modify(key, record.to_json())
+        with _typed_errors(self._path, "save"):
+            old_mode = await self._modify(key, record.to_json())
         if old_mode is not None:
             warnings.warn(_permission_warning(self._path, old_mode), stacklevel=2)
 
@@ -375,11 +412,12 @@ class FileStore:
         """Forget ``key`` (no error if absent).
 
         Raises:
-            ProtocolError: The existing file is not a valid store (it is left untouched).
-            OSError: Writing failed (the previous file is intact).
+            StoreCorruptError: The existing file is not a valid store (it is left untouched).
+            StoreUnavailableError: Writing failed (the previous file is intact).
         """
         key = check_key(key)
-        old_mode = await self._modify(key, None)
+        with _typed_errors(self._path, "delete"):
+            old_mode = await self._modify(key, None)
         if old_mode is not None:
             warnings.warn(_permission_warning(self._path, old_mode), stacklevel=2)
 
@@ -389,6 +427,9 @@ class FileStore:
 
         Not re-entrant. :meth:`save` may be called while it is held. Waiting is
         cancellable; the lock is released on exit, on error and on cancellation.
+
+        Raises:
+            StoreUnavailableError: The lock file cannot be created or opened.
         """
         key = check_key(key)
         local = self._key_locks.get(key)
@@ -400,7 +441,11 @@ class FileStore:
                 # Non-blocking attempts in a thread, sleeping in between, keep the wait
                 # cancellable: a thread blocked in the kernel could not be called back.
                 delay = _POLL_FIRST
-                while not await anyio.to_thread.run_sync(claim.try_acquire):
+                while True:
+                    with _typed_errors(self._path, "lock"):
+                        acquired = await anyio.to_thread.run_sync(claim.try_acquire)
+                    if acquired:
+                        break
                     await anyio.sleep(delay)
                     delay = min(delay * 2, _POLL_MAX)
                 yield

@@ -17,7 +17,11 @@ __all__ = ["MemoryStore"]
 
 @final
 class MemoryStore:
-    """Keeps records in a dict: fast, shared by every visitor of this process, lost on exit."""
+    """Keeps records in a dict: fast, shared by every visitor of this process, lost on exit.
+
+    There is no storage that could fail, so it never raises
+    :class:`~giosg_visitor.StoreError`; only misuse raises (``TypeError``, ``ValueError``).
+    """
 
     def __init__(self) -> None:
         self._records: dict[str, VisitorRecord] = {}

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 import anyio
 import anyio.to_thread
 
-from giosg_visitor.errors import ProtocolError, TransportError, TransportTimeoutError
+from giosg_visitor._redact import redact
+from giosg_visitor.errors import (
+    ProtocolError,
+    StoreConnectionError,
+    StoreCorruptError,
+    StoreError,
+    StoreProtocolError,
+    StoreTimeoutError,
+    StoreUnavailableError,
+)
 from giosg_visitor.models import VisitorRecord
 
 from .base import check_key
@@ -49,6 +58,21 @@ _POLL_FIRST: Final = 0.02
 _POLL_MAX: Final = 0.05
 # A release that cannot reach Redis gives up after this long: the lease expires anyway.
 _RELEASE_TIMEOUT: Final = 5.0
+# Longest part of a Redis error message kept in an exception.
+_MAX_DETAIL: Final = 300
+# Error replies of a server that is there but cannot serve now (loading its data set, a
+# read-only replica, out of memory, a busy script, a cluster without quorum).
+_UNAVAILABLE_REPLIES: Final = (
+    "LOADING",
+    "READONLY",
+    "OOM",
+    "BUSY",
+    "MASTERDOWN",
+    "MISCONF",
+    "NOREPLICAS",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+)
 _INSTALL_HINT: Final = (
     "RedisStore needs redis-py: pip install giosg-visitor[redis] (or pip install redis)"
 )
@@ -112,9 +136,16 @@ class RedisStore:
     * with a URL, the store uses ``redis.asyncio`` on asyncio and the synchronous client
       in worker threads on trio (redis-py has no trio client).
 
-    Redis connection failures raise :class:`~giosg_visitor.TransportError` (timeouts
-    :class:`~giosg_visitor.TransportTimeoutError`); other Redis errors and malformed
-    records raise :class:`~giosg_visitor.ProtocolError`. Use a store inside one event loop.
+    Failures are typed (each a :class:`~giosg_visitor.StoreError`, the redis-py error
+    as ``__cause__``, a password in the URL never in the message): Redis cannot be
+    reached, :class:`~giosg_visitor.StoreConnectionError` (also a
+    :class:`~giosg_visitor.TransportError`), or does not answer in time,
+    :class:`~giosg_visitor.StoreTimeoutError`; it answers that it cannot serve now
+    (``LOADING``, ``READONLY``, ``OOM``, ``BUSY``, ...),
+    :class:`~giosg_visitor.StoreUnavailableError`; a record that does not decode or a
+    key of another type, :class:`~giosg_visitor.StoreCorruptError`; any other refusal
+    (``NOPERM``), :class:`~giosg_visitor.StoreProtocolError`. Use a store inside one
+    event loop.
 
     Args:
         url_or_client: A ``redis://``, ``rediss://`` or ``unix://`` URL, or a client.
@@ -234,7 +265,7 @@ class RedisStore:
         with anyio.CancelScope(shield=True):
             owned, self._owned = sorted(self._owned), set()
             for lock_key, token in owned:
-                with contextlib.suppress(TransportError, ProtocolError, RuntimeError):
+                with contextlib.suppress(StoreError, RuntimeError):
                     await self._release(lock_key, token)
             if not self._owns_client:
                 return
@@ -251,8 +282,10 @@ class RedisStore:
         """Return the record stored under ``key``, or ``None``.
 
         Raises:
-            TransportError: Redis could not be reached.
-            ProtocolError: Redis answered with an error, or the record is malformed.
+            StoreConnectionError: Redis could not be reached.
+            StoreUnavailableError: Redis answered that it cannot serve now.
+            StoreCorruptError: The record is malformed, or the key holds another type.
+            StoreProtocolError: Redis refused the command.
             RuntimeError: The store is closed, or a ``redis.asyncio`` client is used on trio.
         """
         name = self.record_key(key)
@@ -263,15 +296,17 @@ class RedisStore:
             return VisitorRecord.loads(data)
         except ProtocolError as exc:
             # Model errors name the field, never its value.
-            raise ProtocolError(f"Redis store {self._target} key {name!r}: {exc}") from exc
+            raise StoreCorruptError(f"Redis store {self._target} key {name!r}: {exc}") from exc
 
     async def save(self, key: str, record: VisitorRecord) -> None:
         """Store ``record`` under ``key`` in one atomic ``SET``.
 
         Raises:
-            TransportError: Redis could not be reached (the old record may or may not have
-                been replaced; it is never torn).
-            ProtocolError: Redis answered with an error.
+            StoreConnectionError: Redis could not be reached (the old record may or may not
+                have been replaced; it is never torn).
+            StoreUnavailableError: Redis answered that it cannot serve now (a read-only
+                replica, out of memory).
+            StoreProtocolError: Redis refused the command.
             RuntimeError: The store is closed, or a ``redis.asyncio`` client is used on trio.
         """
         name = self.record_key(key)
@@ -283,8 +318,9 @@ class RedisStore:
         """Forget ``key`` (no error if absent).
 
         Raises:
-            TransportError: Redis could not be reached.
-            ProtocolError: Redis answered with an error.
+            StoreConnectionError: Redis could not be reached.
+            StoreUnavailableError: Redis answered that it cannot serve now.
+            StoreProtocolError: Redis refused the command.
             RuntimeError: The store is closed, or a ``redis.asyncio`` client is used on trio.
         """
         await self._execute("DEL", self.record_key(key))
@@ -299,8 +335,9 @@ class RedisStore:
         to delete it is logged, not raised: Redis expires it after ``lease_seconds``.
 
         Raises:
-            TransportError: Redis could not be reached while taking the lease.
-            ProtocolError: Redis answered with an error.
+            StoreConnectionError: Redis could not be reached while taking the lease.
+            StoreUnavailableError: Redis answered that it cannot serve now.
+            StoreProtocolError: Redis refused the command.
             RuntimeError: The store is closed, or a ``redis.asyncio`` client is used on trio.
         """
         lock_key = self.lock_key(key)
@@ -334,7 +371,7 @@ class RedisStore:
         with anyio.move_on_after(_RELEASE_TIMEOUT, shield=True) as scope:
             try:
                 await self._release(lock_key, token)
-            except (TransportError, ProtocolError, RuntimeError) as exc:
+            except (StoreError, RuntimeError) as exc:
                 problem = type(exc).__name__
         if scope.cancelled_caught:
             problem = f"no answer within {_RELEASE_TIMEOUT:g} s"
@@ -385,18 +422,31 @@ class RedisStore:
         try:
             yield
         except exceptions.TimeoutError as exc:
-            raise TransportTimeoutError(self._message("timed out", exc)) from exc
+            raise StoreTimeoutError(self._message("timed out", exc)) from exc
         except exceptions.ConnectionError as exc:
-            raise TransportError(self._message("could not be reached", exc)) from exc
+            raise StoreConnectionError(self._message("could not be reached", exc)) from exc
         except exceptions.RedisError as exc:
-            raise ProtocolError(self._message("answered with an error", exc)) from exc
+            raise self._reply_error(exc) from exc
         except TimeoutError as exc:
-            raise TransportTimeoutError(self._message("timed out", exc)) from exc
+            raise StoreTimeoutError(self._message("timed out", exc)) from exc
         except OSError as exc:
-            raise TransportError(self._message("could not be reached", exc)) from exc
+            raise StoreConnectionError(self._message("could not be reached", exc)) from exc
+
+    def _reply_error(self, exc: BaseException) -> StoreError:
+        """The typed error for an error reply, by its first word (Redis's error code)."""
+        code = (str(exc).split(maxsplit=1) or [""])[0].upper()
+        message = self._message("answered with an error", exc)
+        if code in _UNAVAILABLE_REPLIES:
+            return StoreUnavailableError(message)
+        if code == "WRONGTYPE":
+            return StoreCorruptError(message)
+        return StoreProtocolError(message)
 
     def _message(self, what: str, exc: BaseException) -> str:
         detail = str(exc) or type(exc).__name__
+        # Redis quotes the arguments of a command it does not know ("with args beginning
+        # with: 'key' '{record JSON}'"): a record holds secrets, so that part goes.
+        detail = detail.split(", with args beginning with", 1)[0][:_MAX_DETAIL]
         if self._password:
             detail = detail.replace(self._password, "***")
-        return f"Redis at {self._target} {what}: {detail}"
+        return f"Redis at {self._target} {what}: {redact(detail)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sqlite3
@@ -18,7 +19,12 @@ from typing import Final, TypeVar, final
 import anyio
 import anyio.to_thread
 
-from giosg_visitor.errors import ProtocolError
+from giosg_visitor.errors import (
+    ProtocolError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+)
 from giosg_visitor.models import VisitorRecord
 
 from .base import check_key
@@ -27,10 +33,13 @@ from .file import (
     _open_no_follow,
     _permission_warning,
     _tighten_mode,
+    unavailable,
 )
 
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger("giosg_visitor.stores.sqlite")
 
 _T = TypeVar("_T")
 
@@ -71,6 +80,12 @@ class SQLiteStore:
     A holder that crashes keeps it until ``lease_seconds`` have passed (wall clock); a
     holder that stays inside the block longer than that loses it silently, so keep the
     lease well above the longest renewal.
+
+    Failures are typed: a database that another process holds locked for longer than
+    ``busy_timeout`` (``BEGIN EXCLUSIVE``), a read-only or full disk, an I/O error or a
+    symlink at ``path`` raise :class:`~giosg_visitor.StoreUnavailableError`; a file that
+    is not a SQLite database or a row that is not a record raise
+    :class:`~giosg_visitor.StoreCorruptError`. The original error is the ``__cause__``.
 
     Use it as ``async with SQLiteStore(path) as store:`` or call :meth:`aclose`. The
     connection opens on first use.
@@ -163,7 +178,8 @@ class SQLiteStore:
         """Return the record stored under ``key``, or ``None``.
 
         Raises:
-            ProtocolError: The file is not a SQLite database, or the record is malformed.
+            StoreCorruptError: The file is not a SQLite database, or the record is malformed.
+            StoreUnavailableError: The database is locked, unreadable or cannot be opened.
             RuntimeError: The store is closed.
         """
         key = check_key(key)
@@ -173,7 +189,9 @@ class SQLiteStore:
         """Store ``record`` under ``key`` in one atomic, durable statement.
 
         Raises:
-            ProtocolError: The file is not a SQLite database.
+            StoreCorruptError: The file is not a SQLite database.
+            StoreUnavailableError: The database is locked, read-only or full (nothing
+                was written; the previous record is intact).
             RuntimeError: The store is closed.
         """
         key = check_key(key)
@@ -186,6 +204,8 @@ class SQLiteStore:
         """Forget ``key`` (no error if absent).
 
         Raises:
+            StoreCorruptError: The file is not a SQLite database.
+            StoreUnavailableError: The database is locked, read-only or full.
             RuntimeError: The store is closed.
         """
         key = check_key(key)
@@ -197,7 +217,13 @@ class SQLiteStore:
 
         Not re-entrant. :meth:`save` may be called while it is held. Waiting is
         cancellable; the lease is deleted on exit, on error and on cancellation (if it is
-        still ours: after ``lease_seconds`` another holder may have taken it).
+        still ours: after ``lease_seconds`` another holder may have taken it). A failure
+        to delete it is logged, not raised: the lease expires after ``lease_seconds``.
+
+        Raises:
+            StoreUnavailableError: The database is locked (longer than ``busy_timeout``),
+                read-only or cannot be opened while taking the lease.
+            StoreCorruptError: The file is not a SQLite database.
         """
         key = check_key(key)
         local = self._key_locks.get(key)
@@ -226,14 +252,30 @@ class SQLiteStore:
 
     def _call(self, operation: Callable[..., _T], *args: object) -> _T:
         with self._db_lock:
-            corrupt: str | None = None
             try:
                 return operation(self._connection(), *args)
-            except sqlite3.DatabaseError as exc:
-                if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in _CORRUPT_CODES:
-                    raise
-                corrupt = str(exc)  # SQLite's own words ("file is not a database"), no data
-        raise ProtocolError(f"SQLite store {self._path!r} is not a valid database ({corrupt})")
+            except StoreError:
+                raise
+            except sqlite3.Error as exc:
+                raise self._typed(exc) from exc
+            except OSError as exc:
+                raise unavailable(f"SQLite store {self._path!r}", "open", exc) from exc
+
+    def _typed(self, exc: sqlite3.Error) -> StoreError:
+        """The typed error for a :mod:`sqlite3` failure.
+
+        SQLite's messages are its own words ("database is locked", "attempt to write a
+        readonly database"): they never quote a row, so they may be shown.
+        """
+        # SQLite's own words ("file is not a database"), never data.
+        detail = str(exc) or type(exc).__name__
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _CORRUPT_CODES:
+            return StoreCorruptError(
+                f"SQLite store {self._path!r} is not a valid database ({detail})"
+            )
+        if isinstance(exc, sqlite3.OperationalError):
+            return StoreUnavailableError(f"SQLite store {self._path!r} is unavailable: {detail}")
+        return StoreError(f"SQLite store {self._path!r} failed: {detail}")
 
     def _connection(self) -> sqlite3.Connection:
         if self._closed:
@@ -292,7 +334,7 @@ class SQLiteStore:
             return VisitorRecord.loads(row[0])
         except ProtocolError as exc:
             # Model errors name the field, never its value.
-            raise ProtocolError(f"SQLite store {self._path!r}: {exc}") from exc
+            raise StoreCorruptError(f"SQLite store {self._path!r}: {exc}") from exc
 
     def _try_lock_sync(self, conn: sqlite3.Connection, key: str, owner: str) -> bool:
         now = time.time()
@@ -304,5 +346,16 @@ class SQLiteStore:
     def _unlock_sync(self, key: str, owner: str) -> None:
         with self._db_lock:
             self._owned.discard((key, owner))
-            if self._conn is not None:
+            if self._conn is None:
+                return
+            try:
                 self._conn.execute(_UNLOCK, (key, owner))
+            except sqlite3.Error as exc:
+                # Raising here would replace the block's own outcome (a renewed token
+                # already saved, say); the lease expires by itself.
+                logger.warning(
+                    "could not release the renewal lease in %r (%s); it expires within %g s",
+                    self._path,
+                    type(self._typed(exc)).__name__,
+                    self._lease,
+                )

@@ -64,6 +64,8 @@ class ChatWorld:
         self.accept_any_room = False
         self.chats: dict[str, FakeChat] = {}
         self.page_size = 50
+        #: ``next``/``previous`` as ``?cursor=...`` relative to the page (not absolute).
+        self.relative_links = False
         #: Called with (chat, message) after a visitor's message is stored (the bot).
         self.on_visitor_message: list[Callable[[FakeChat, dict[str, Any]], None]] = []
         #: Called with the chat after a visitor started it.
@@ -326,7 +328,7 @@ class ChatWorld:
     # Pagination ---------------------------------------------------------------------------
 
     def page(self, request: Request, items: list[dict[str, Any]]) -> JSONResponse:
-        """A cursor page of ``items`` with absolute ``next``/``previous`` URLs."""
+        """A cursor page of ``items`` with ``next``/``previous`` URLs (absolute by default)."""
         raw = request.query_params.get("cursor")
         try:
             offset = int(base64.urlsafe_b64decode(raw.encode() + b"==")) if raw else 0
@@ -334,7 +336,7 @@ class ChatWorld:
             return JSONResponse({"detail": "Invalid cursor"}, status_code=404)
         size = self.page_size
         chunk = items[offset : offset + size]
-        base = f"{self._state.base_url}{request.url.path}"
+        base = "" if self.relative_links else f"{self._state.base_url}{request.url.path}"
 
         def link(at: int) -> str:
             cursor = base64.urlsafe_b64encode(str(at).encode()).decode().rstrip("=")

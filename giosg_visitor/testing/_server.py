@@ -72,6 +72,8 @@ class FakeGiosg:
             router can check each ``sub`` with ``POST /_fake/router/authorize``
             (``{"token", "channel"}`` -> ``{"ok": bool, "reason": str}``) and receive
             notifications through :meth:`add_publisher`.
+        next_links: ``"absolute"`` (the documented form) or ``"relative"``: ``next`` and
+            ``previous`` are only ``?cursor=...``, relative to the page's own URL.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class FakeGiosg:
         heartbeat_interval: float = 25.0,
         page_size: int = 50,
         socket_url: str | None = None,
+        next_links: Literal["absolute", "relative"] = "absolute",
     ) -> None:
         self.state = FakeState(
             clock=clock,
@@ -106,6 +109,7 @@ class FakeGiosg:
         self._port = port
         self._data_file = Path(data_file) if data_file is not None else None
         self.state.chats.page_size = page_size
+        self.state.chats.relative_links = next_links == "relative"
         self.router = MessageRouter(
             authorize=self._authorize_channel,
             now=lambda: self.state.clock.monotonic(),

@@ -11,12 +11,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Final, NoReturn
 
 import anyio
 import attrs
 
 from giosg_visitor._secret import Secret
+from giosg_visitor.errors import StoreError
 from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
 from giosg_visitor.stores.base import Store
 
@@ -24,6 +26,7 @@ from giosg_visitor.stores.base import Store
 __all__ = ["check_store"]
 
 StoreFactory = Callable[[], Store | Awaitable[Store]]
+Outage = Callable[[], AbstractAsyncContextManager[object]]
 
 # How long a second holder is watched to make sure it cannot enter a held lock.
 _EXCLUSION_WINDOW: Final = 0.2
@@ -40,7 +43,7 @@ def _fail(message: str) -> NoReturn:
     raise AssertionError(f"check_store: {message}")
 
 
-async def check_store(store: Store | StoreFactory) -> None:
+async def check_store(store: Store | StoreFactory, *, outage: Outage | None = None) -> None:
     """Check that ``store`` keeps the :class:`~giosg_visitor.stores.Store` contract.
 
     Runs on asyncio and trio. Only fresh random keys (``check-store/<uuid>/...``) are used
@@ -54,10 +57,18 @@ async def check_store(store: Store | StoreFactory) -> None:
     * ``lock(key)`` keeps a second holder of the same key out until it is released, while
       another key's lock stays free; ``save`` works while the lock is held;
     * the lock is released on an exception in the block, on cancellation inside it and
-      when a waiter is cancelled.
+      when a waiter is cancelled;
+    * with ``outage``: while the backing storage is unavailable, ``save`` raises a
+      :class:`~giosg_visitor.StoreError` whose message and chain hold no secret of the
+      record, ``load`` and ``lock`` either work or raise a ``StoreError``, and afterwards
+      the record saved before the outage is still there and saves work again.
 
     Args:
         store: A store, or a callable (sync or async) that returns one; it is called once.
+        outage: A callable returning an async context manager inside which the store's
+            storage fails (another process holding a SQLite database with
+            ``BEGIN EXCLUSIVE``, a Redis server that is stopped, a folder made
+            immutable): how to break it is the caller's to know.
 
     Raises:
         AssertionError: A check failed; the message says which.
@@ -71,12 +82,13 @@ async def check_store(store: Store | StoreFactory) -> None:
         resolved = await made if inspect.isawaitable(made) else made
     if not isinstance(resolved, Store):
         raise TypeError(f"the factory returned {type(resolved).__name__}, not a Store")
-    await _Suite(resolved).run()
+    await _Suite(resolved, outage=outage).run()
 
 
 @attrs.define
 class _Suite:
     store: Store
+    outage: Outage | None = None
     prefix: str = attrs.field(factory=lambda: f"check-store/{uuid.uuid4().hex}/")
     used: set[str] = attrs.field(factory=set)
 
@@ -97,6 +109,8 @@ class _Suite:
         await self.check_lock_released_on_error()
         await self.check_lock_released_on_cancel()
         await self.check_cancelled_waiter()
+        if self.outage is not None:
+            await self.check_outage(self.outage)
         for key in sorted(self.used):
             await self.store.delete(key)
         for key in sorted(self.used):
@@ -273,6 +287,67 @@ class _Suite:
         if entered:
             _fail(f"a second lock({key!r}) was entered while the first was held")
         await self.acquire_free(key, "after a waiter was cancelled")
+
+    # Failures. ---------------------------------------------------------------------------
+
+    async def check_outage(self, outage: Outage) -> None:
+        key = self.key("outage")
+        before, during = _record(sessions=1, tokens=1), _record(sessions=1, tokens=1)
+        await self.store.save(key, before)
+        secrets_during = _secrets_of(during)
+        raised: BaseException | None = None
+        async with outage():
+            try:
+                await self.store.save(key, during)
+            except Exception as exc:
+                raised = exc
+            if raised is None:
+                _fail("save() during the outage returned instead of raising a StoreError")
+            if not isinstance(raised, StoreError):
+                _fail(
+                    f"save() during the outage raised {type(raised).__name__}, not a "
+                    "StoreError subclass"
+                )
+            _no_secret_in_chain(raised, secrets_during, "save() during the outage")
+            try:
+                loaded = await self.store.load(key)
+            except StoreError as exc:
+                _no_secret_in_chain(exc, _secrets_of(before), "load() during the outage")
+            except Exception as exc:
+                _fail(f"load() during the outage raised {type(exc).__name__}, not a StoreError")
+            else:
+                if loaded is not None:
+                    _compare(loaded, before, "load() during the outage (a failed save)")
+            try:
+                with anyio.move_on_after(_DEADLINE):
+                    async with self.store.lock(key):
+                        pass
+            except StoreError:
+                pass
+            except Exception as exc:
+                _fail(f"lock() during the outage raised {type(exc).__name__}, not a StoreError")
+        await self.expect(key, before, "after the outage (the save during it failed)")
+        await self.store.save(key, during)
+        await self.expect(key, during, "a save after the outage")
+
+
+def _secrets_of(record: VisitorRecord) -> list[str]:
+    values = [s.reveal() for s in (record.visitor_secret_id,) if s is not None]
+    values += [s.access_token.reveal() for s in record.sessions.values()]
+    values += [t.access_token.reveal() for t in record.tokens.values()]
+    return values
+
+
+def _no_secret_in_chain(error: BaseException, values: list[str], context: str) -> None:
+    """Fail if a secret is in the message or repr of ``error`` or of its causes."""
+    seen: BaseException | None = error
+    depth = 0
+    while seen is not None and depth < 10:
+        text = f"{seen} {seen!r}"
+        if any(value in text for value in values):
+            _fail(f"{context}: {type(seen).__name__} quotes a secret of the record")
+        seen = seen.__cause__ or seen.__context__
+        depth += 1
 
 
 def _compare(loaded: VisitorRecord, expected: VisitorRecord, context: str) -> None:

@@ -8,11 +8,13 @@ Tests add to the process-wide :data:`FIGURES` (through the ``figures`` fixture):
 Counter names are dotted; the first part is the group the summary adds up:
 ``trials``, ``faults``, ``fuzz`` (``fuzz.frames``, ``fuzz.bodies``), ``messages``
 (``messages.expected``, ``messages.lost``, ``messages.duplicates``), ``secrets``
-(``secrets.checked``, ``secrets.leaked``), ``records`` and ``tests``.
+(``secrets.checked``, ``secrets.leaked``), ``records``, ``visitors``
+(``visitors.ended_by_fault``) and ``tests``. Store faults are ``faults.store_<kind>``.
 
 When ``GIOSG_FIGURES=<path>`` is set, the session writes the counters to ``<path>`` as
 JSON at its end; ``python -m tests.reliability.figures <path>`` prints them and exits
-with status 1 if a message was lost or duplicated or a secret leaked.
+with status 1 if a message was lost or duplicated, a secret leaked or a fault ended a
+visitor.
 """
 
 from __future__ import annotations
@@ -32,7 +34,12 @@ __all__ = ["FIGURES", "FIGURES_ENV", "Figures", "main", "summary"]
 FIGURES_ENV: Final = "GIOSG_FIGURES"
 
 #: The counters that must stay at zero.
-MUST_BE_ZERO: Final = ("messages.lost", "messages.duplicates", "secrets.leaked")
+MUST_BE_ZERO: Final = (
+    "messages.lost",
+    "messages.duplicates",
+    "secrets.leaked",
+    "visitors.ended_by_fault",
+)
 
 
 class Figures:
@@ -80,6 +87,10 @@ def _group(counts: dict[str, int], prefix: str) -> int:
     return sum(v for k, v in counts.items() if k.split(".", 1)[0] == prefix)
 
 
+def _prefixed(counts: dict[str, int], prefix: str) -> int:
+    return sum(v for k, v in counts.items() if k.startswith(prefix))
+
+
 def summary(counts: dict[str, int], *, details: bool = True) -> str:
     """The human-readable report of ``counts`` (as written by :meth:`Figures.write`)."""
 
@@ -100,6 +111,7 @@ def summary(counts: dict[str, int], *, details: bool = True) -> str:
         line("tests", tests),
         line("trials run", number(_group(counts, "trials"))),
         line("faults injected", number(_group(counts, "faults"))),
+        line("store faults injected", number(_prefixed(counts, "faults.store"))),
         line("frames fuzzed", number(counts.get("fuzz.frames", 0))),
         line("bodies fuzzed", number(counts.get("fuzz.bodies", 0))),
         line("messages checked", number(counts.get("messages.expected", 0))),
@@ -112,6 +124,7 @@ def summary(counts: dict[str, int], *, details: bool = True) -> str:
         line("secrets checked", number(counts.get("secrets.checked", 0))),
         line("log records/texts scanned", number(_group(counts, "records"))),
         line("secrets leaked", number(counts.get("secrets.leaked", 0))),
+        line("visitors ended by a fault", number(counts.get("visitors.ended_by_fault", 0))),
     ]
     if details:
         rows.append("  breakdown:")
