@@ -26,6 +26,7 @@ from .errors import (
     InvalidScopeError as InvalidScopeError,
     InvalidSecretError as InvalidSecretError,
     MessageTooLongError as MessageTooLongError,
+    NotChoosableError as NotChoosableError,
     NotFoundError as NotFoundError,
     OAuthError as OAuthError,
     PermissionDeniedError as PermissionDeniedError,
@@ -44,16 +45,24 @@ from .errors import (
     UntrustedEndpointError as UntrustedEndpointError,
 )
 from .models import (
+    Action as Action,
+    ActionReply as ActionReply,
+    ActionType as ActionType,
+    Attachment as Attachment,
     AuthSession as AuthSession,
     ChatInfo as ChatInfo,
     IdentityChange as IdentityChange,
     Membership as Membership,
     Message as Message,
+    MessageType as MessageType,
     OnlineUser as OnlineUser,
     OrganizationSession as OrganizationSession,
     Room as Room,
+    SenderType as SenderType,
     StoredToken as StoredToken,
+    Unrecognized as Unrecognized,
     VisitorRecord as VisitorRecord,
+    choosable_actions as choosable_actions,
 )
 from .pool import VisitorPool as VisitorPool
 from .realtime import (
@@ -78,6 +87,10 @@ from .visitor import Visitor as Visitor
 
 __all__ = [
     "APIError",
+    "Action",
+    "ActionReply",
+    "ActionType",
+    "Attachment",
     "AuthSession",
     "AuthenticationError",
     "BearerAuth",
@@ -105,6 +118,8 @@ __all__ = [
     "Message",
     "MessageStream",
     "MessageTooLongError",
+    "MessageType",
+    "NotChoosableError",
     "NotFoundError",
     "OAuthError",
     "OnlineOperators",
@@ -124,6 +139,7 @@ __all__ = [
     "Room",
     "SQLiteStore",
     "Secret",
+    "SenderType",
     "ServerError",
     "SessionError",
     "SessionExpiredError",
@@ -138,12 +154,14 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "UnauthorizedClientError",
+    "Unrecognized",
     "UnsupportedGrantTypeError",
     "UntrustedEndpointError",
     "Visitor",
     "VisitorPool",
     "VisitorRecord",
     "__version__",
+    "choosable_actions",
 ]
 
 
