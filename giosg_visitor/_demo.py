@@ -11,6 +11,7 @@ from typing import TextIO
 
 import anyio
 
+from ._choices import TerminalChoices, choice_number, send_choice
 from ._http import DEFAULT_BASE_URL
 from .chat import Chat
 from .models import Membership, Message
@@ -43,7 +44,7 @@ class _Printer:
         elif message.type == "leave":
             self.say(f"      * {message.sender_public_name or 'An operator'} left the chat")
         elif message.is_from_visitor:
-            self.say(f"  you: {message.message}{suffix}")
+            self.say(f"  you: {message.text}{suffix}")
         else:
             self.say(f"  {message.sender_public_name or 'operator'}: {message.message}{suffix}")
         pulse, self._pulse = self._pulse, anyio.Event()
@@ -63,11 +64,18 @@ def _operator_text(message: Message) -> bool:
     return message.sender_type == "user" and message.type == "msg"
 
 
-async def _show_messages(chat: Chat, printer: _Printer, reconnected: list[bool]) -> None:
+async def _show_messages(
+    chat: Chat,
+    printer: _Printer,
+    reconnected: list[bool],
+    choices: TerminalChoices | None = None,
+) -> None:
     async with chat.messages(include_history=False) as stream:
         async for message in stream:
             note = "recovered after the reconnect" if reconnected and reconnected[-1] else ""
             printer.message(message, note=note)
+            for line in choices.render(message) if choices is not None else ():
+                printer.say(line)
 
 
 async def _show_typing(chat: Chat, printer: _Printer) -> None:
@@ -166,7 +174,8 @@ async def run_chat(
     store_path: Path,
     out: TextIO = sys.stdout,
 ) -> None:
-    """An interactive terminal chat: type lines; ``/end`` ends the chat, ``/quit`` leaves."""
+    """An interactive terminal chat: type lines; ``/N`` chooses button N, ``/end`` ends the
+    chat, ``/quit`` leaves."""
     from contextlib import AsyncExitStack
 
     printer = _Printer(out)
@@ -185,11 +194,13 @@ async def run_chat(
             )
         )
         printer.say(
-            f"Visitor {visitor.visitor_id}. Type a message; /end ends the chat, /quit leaves."
+            f"Visitor {visitor.visitor_id}. Type a message; /N chooses button N, /end ends"
+            " the chat, /quit leaves."
         )
         chat = await visitor.start_chat(room_id)
+        choices = TerminalChoices()  # buttons shown as /1, /2...; typing "/1" chooses
         async with anyio.create_task_group() as tg:
-            tg.start_soon(_show_messages, chat, printer, [])
+            tg.start_soon(_show_messages, chat, printer, [], choices)
             tg.start_soon(_show_typing, chat, printer)
             while True:
                 line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
@@ -200,7 +211,12 @@ async def run_chat(
                     await chat.end()
                     printer.say("Chat ended.")
                     break
-                if text:
+                number = choice_number(text)
+                if number is not None:
+                    problem = await send_choice(chat, choices, number)
+                    if problem is not None:
+                        printer.say(problem)
+                elif text:
                     await chat.send(text)
             await anyio.sleep(0.5)  # let the last answers arrive
             tg.cancel_scope.cancel()
