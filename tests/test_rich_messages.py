@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -26,7 +28,7 @@ from giosg_visitor import (
 from giosg_visitor.chat import MessageStream
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import FAST_RETRY, ORG_ID
+from ._helpers import FAST_RETRY, ORG_ID, virtual_world
 
 
 ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
@@ -319,6 +321,37 @@ def test_choosable_actions_respect_both_disable_flags() -> None:
 def test_choosable_actions_skip_actions_without_ids() -> None:
     card = _message("m1", attachments=[{"actions": [{"text": "No id", "type": "button"}]}])
     assert choosable_actions([card]) == []
+
+
+# Sending a choice ----------------------------------------------------------------------------
+
+
+async def test_a_choice_posts_the_inferred_body_to_the_message_endpoint() -> None:
+    """The wire shape of a choice (inferred, see giosg_visitor/_facts.py), in virtual time."""
+    async with virtual_world() as world, world.visitor() as visitor:
+        chat = await visitor.start_chat(ROOM_ID, join_room=False)
+        operator = await world.giosg.operator_online(ROOM_ID, "Olivia")
+        message = await world.giosg.operator_sends_buttons(chat.id, operator, "?", ["Go"])
+        (action,) = Message.from_api(message).actions
+        posted: list[httpx.Request] = []
+        world.client.event_hooks["request"].append(_record(posted))
+        await chat.choose(action)
+        (request,) = [r for r in posted if r.method == "POST"]
+        assert request.url.path.endswith(f"/chats/{chat.id}/messages")
+        assert json.loads(request.content) == {
+            "type": "action",
+            "response_to_message_id": message["id"],
+            "response_to_attachment_id": message["attachments"][0]["id"],
+            "response_to_action_id": message["attachments"][0]["actions"][0]["id"],
+            "message": "Go",
+        }
+
+
+def _record(into: list[httpx.Request]) -> Any:
+    async def hook(request: httpx.Request) -> None:
+        into.append(request)
+
+    return hook
 
 
 # Sending a choice, end to end over real sockets -----------------------------------------------
