@@ -257,7 +257,9 @@ def test_any_attachment_shape_is_a_typed_value_or_a_protocol_error(
     raw = attachments or []
     assert len(message.attachments) == len(raw)
     for parsed, shape in zip(message.attachments, raw, strict=True):
-        for name in ("id", "title", "text", "image_url"):
+        raw_id = shape.get("id")
+        assert parsed.id == (None if raw_id is None else str(raw_id))  # numeric ids as text
+        for name in ("title", "text", "image_url"):
             assert getattr(parsed, name) == shape.get(name)
             assert getattr(parsed, name) is None or isinstance(getattr(parsed, name), str)
         assert parsed.extra.keys() == shape.keys() - {
