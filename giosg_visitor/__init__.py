@@ -27,6 +27,7 @@ from .errors import (
     InvalidScopeError as InvalidScopeError,
     InvalidSecretError as InvalidSecretError,
     MessageTooLongError as MessageTooLongError,
+    NotChoosableError as NotChoosableError,
     NotFoundError as NotFoundError,
     OAuthError as OAuthError,
     PermissionDeniedError as PermissionDeniedError,
@@ -51,16 +52,24 @@ from .errors import (
     UntrustedEndpointError as UntrustedEndpointError,
 )
 from .models import (
+    Action as Action,
+    ActionReply as ActionReply,
+    ActionType as ActionType,
+    Attachment as Attachment,
     AuthSession as AuthSession,
     ChatInfo as ChatInfo,
     IdentityChange as IdentityChange,
     Membership as Membership,
     Message as Message,
+    MessageType as MessageType,
     OnlineUser as OnlineUser,
     OrganizationSession as OrganizationSession,
     Room as Room,
+    SenderType as SenderType,
     StoredToken as StoredToken,
+    Unrecognized as Unrecognized,
     VisitorRecord as VisitorRecord,
+    choosable_actions as choosable_actions,
 )
 from .pool import VisitorOptions as VisitorOptions, VisitorPool as VisitorPool
 from .realtime import (
@@ -85,6 +94,10 @@ from .visitor import Visitor as Visitor
 
 __all__ = [
     "APIError",
+    "Action",
+    "ActionReply",
+    "ActionType",
+    "Attachment",
     "AuthSession",
     "AuthenticationError",
     "BearerAuth",
@@ -113,6 +126,8 @@ __all__ = [
     "Message",
     "MessageStream",
     "MessageTooLongError",
+    "MessageType",
+    "NotChoosableError",
     "NotFoundError",
     "OAuthError",
     "OnlineOperators",
@@ -133,6 +148,7 @@ __all__ = [
     "Room",
     "SQLiteStore",
     "Secret",
+    "SenderType",
     "ServerError",
     "SessionError",
     "SessionExpiredError",
@@ -153,6 +169,7 @@ __all__ = [
     "TransportError",
     "TransportTimeoutError",
     "UnauthorizedClientError",
+    "Unrecognized",
     "UnsupportedGrantTypeError",
     "UntrustedEndpointError",
     "Visitor",
@@ -160,6 +177,7 @@ __all__ = [
     "VisitorPool",
     "VisitorRecord",
     "__version__",
+    "choosable_actions",
 ]
 
 

@@ -14,6 +14,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from ._choices import TerminalChoices, choice_number, send_choice
 from ._http import DEFAULT_BASE_URL
 from .chat import Chat
 from .errors import GiosgError, InvalidSecretError, NotFoundError, TransportError
@@ -82,7 +83,7 @@ class _Printer:
         elif message.type == "leave":
             self.say(f"      * {message.sender_public_name or 'An operator'} left the chat")
         elif message.is_from_visitor:
-            self.say(f"  you: {message.message}{suffix}")
+            self.say(f"  you: {message.text}{suffix}")
         else:
             self.say(f"  {message.sender_public_name or 'operator'}: {message.message}{suffix}")
         pulse, self._pulse = self._pulse, anyio.Event()
@@ -106,6 +107,7 @@ async def _show_messages(
     chat: Chat,
     printer: _Printer,
     reconnected: list[bool],
+    choices: TerminalChoices | None = None,
     *,
     task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -114,6 +116,8 @@ async def _show_messages(
         async for message in stream:
             note = "recovered after the reconnect" if reconnected and reconnected[-1] else ""
             printer.message(message, note=note)
+            for line in choices.render(message) if choices is not None else ():
+                printer.say(line)
 
 
 async def _show_typing(chat: Chat, printer: _Printer) -> None:
@@ -224,6 +228,8 @@ class ChatSession:
     visitor: Visitor
     chat: Chat
     printer: _Printer
+    #: The buttons shown so far, numbered: ``/N`` chooses button N.
+    choices: TerminalChoices = attrs.field(factory=TerminalChoices)
     #: The user ended the chat here (so the end is not reported twice).
     ended_here: bool = False
 
@@ -245,6 +251,7 @@ async def _help(session: ChatSession, _rest: str) -> bool:
     session.printer.say("Commands (never sent to the operator):")
     for command in SLASH_COMMANDS.values():
         session.printer.say(f"  /{command.name:<6} {command.summary}")
+    session.printer.say("  /N     choose button N of a message (buttons are numbered)")
     session.printer.say("  Any other line is sent (start it with // to send a leading /).")
     session.printer.say("  Ctrl-D leaves too; Ctrl-C interrupts (exit code 130).")
     return False
@@ -276,7 +283,7 @@ SLASH_COMMANDS: dict[str, SlashCommand] = {
 def _find_command(name: str) -> SlashCommand | None:
     """The command typed as ``/name``: the one place that maps a typed word to a command.
 
-    Commands whose name is not fixed (numbered choices such as ``/1``) resolve here too.
+    Numbered choices (``/1``) are not commands: :func:`_handle_line` resolves them first.
     """
     return SLASH_COMMANDS.get(name.lower())
 
@@ -290,6 +297,12 @@ async def _handle_line(session: ChatSession, line: str) -> bool:
         await session.chat.send(text[1:])
         return False
     if text.startswith("/"):
+        number = choice_number(text)
+        if number is not None:
+            problem = await send_choice(session.chat, session.choices, number)
+            if problem is not None:
+                session.printer.say(problem)
+            return False
         name, _, rest = text[1:].partition(" ")
         command = _find_command(name)
         if command is None:
@@ -394,7 +407,7 @@ async def run_chat(options: ChatOptions, *, out: TextIO = sys.stdout) -> int:
         printer.say("Type a message and press Enter; /help lists the commands.")
         session = ChatSession(options=options, visitor=visitor, chat=chat, printer=printer)
         async with anyio.create_task_group() as tg:
-            await tg.start(_show_messages, chat, printer, [])
+            await tg.start(_show_messages, chat, printer, [], session.choices)
             tg.start_soon(_show_typing, chat, printer)
             tg.start_soon(_report_end, session)
             async for line in _stdin_lines():

@@ -4,23 +4,25 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import anyio
 
 from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
+from ._facts import choice_body
 from .errors import (
     APIError,
     ChatEndedError,
     DeliveryUnknownError,
     GiosgError,
     MessageTooLongError,
+    NotChoosableError,
     ProtocolError,
     TransportError,
 )
-from .models import ChatInfo, Membership, Message
+from .models import Action, ChatInfo, Membership, Message
 from .notebook import Transcript
 from .realtime.events import Change
 
@@ -139,15 +141,77 @@ class Chat:
             raise ValueError("cannot send an empty message")
         if len(text) > MAX_MESSAGE_LENGTH:
             raise MessageTooLongError(len(text), MAX_MESSAGE_LENGTH)
+        return await self._post(
+            {"type": "msg", "message": text},
+            lambda since: self._find_sent(lambda m: m.message == text, since=since),
+        )
+
+    async def choose(self, action: Action) -> Message:
+        """Send the visitor's choice of a button; returns the choice (a message of type
+        ``action`` whose :attr:`~Message.response_to` names the button).
+
+        ``action`` comes from a message of this chat (:attr:`Message.actions` or
+        :func:`~giosg_visitor.choosable_actions`): it knows its message and attachment.
+        A link button is not chosen: it only opens its ``link_url`` in the visitor's
+        browser, so this raises :class:`NotChoosableError` (``reason="link_button"``,
+        with the ``link_url``) and sends nothing. Whether a button is still enabled is
+        decided by the server; :func:`~giosg_visitor.choosable_actions` tells beforehand.
+
+        Like :meth:`send`, it is not retried blindly: a lost response is settled by
+        reading the chat back.
+
+        Raises:
+            TypeError: ``action`` is not an :class:`Action`.
+            NotChoosableError: A link button, an unknown kind of action, or an action
+                without the ids a choice refers to (nothing was sent).
+            ChatEndedError: The chat has ended.
+            DeliveryUnknownError: The response was lost and the chat could not be read
+                back: the choice may or may not have arrived (it is not resent).
+            GiosgError: Another failure (typed).
+        """
+        if not isinstance(action, Action):
+            raise TypeError(f"action must be an Action, not {type(action).__name__}")
+        if action.is_link:
+            raise NotChoosableError(
+                "a link button opens its link in the browser; there is no choice to send",
+                reason="link_button",
+                link_url=action.link_url,
+            )
+        if action.type != "button":
+            raise NotChoosableError(
+                f"unknown action type {str(action.type)!r}: not sent", reason="unknown_type"
+            )
+        if action.message_id is None or action.attachment_id is None or action.id is None:
+            raise NotChoosableError(
+                "the action lacks its message, attachment or action id", reason="no_id"
+            )
+        body = choice_body(
+            message_id=action.message_id,
+            attachment_id=action.attachment_id,
+            action_id=action.id,
+            text=action.text,
+        )
+        key = action.key
+        return await self._post(
+            body,
+            lambda since: self._find_sent(
+                lambda m: m.response_to is not None and m.response_to.key == key, since=since
+            ),
+        )
+
+    async def _post(
+        self, body: Mapping[str, Any], find: Callable[[float], Awaitable[Message | None]]
+    ) -> Message:
+        """POST a visitor message; a lost response is settled by ``find`` (a read-back)."""
         if self.is_ended:
             raise ChatEndedError(f"chat {self.id} has ended", status_code=0, method="POST", url="")
         started = self._api.now()
         try:
-            return await self._api.send_message(self.id, {"type": "msg", "message": text})
+            return await self._api.send_message(self.id, body)
         except TransportError:
             # The request may or may not have been processed: read back, don't resend.
             try:
-                found = await self._find_sent(text, since=started - READ_BACK_CLOCK_SKEW)
+                found = await find(started - READ_BACK_CLOCK_SKEW)
             except GiosgError as exc:
                 raise DeliveryUnknownError(
                     f"sending to chat {self.id}: the response was lost and reading the chat"
@@ -170,11 +234,14 @@ class Chat:
                     ) from exc
             raise
 
-    async def _find_sent(self, text: str, *, since: float) -> Message | None:
+    async def _find_sent(
+        self, matches: Callable[[Message], bool], *, since: float
+    ) -> Message | None:
         """The message a send with a lost response created, if the server has it.
 
-        The newest visitor message with this text that no earlier send has claimed and
-        that was not created before ``since`` (UNIX time); claimed at once, with no
+        The newest visitor message that ``matches`` (same text, or same chosen button),
+        that no earlier send has claimed and that was not created before ``since`` (UNIX
+        time); claimed at once, with no
         checkpoint in between, so two concurrent sends of one text take one each.
 
         Raises:
@@ -184,7 +251,7 @@ class Chat:
         async for message in self._api.list_messages(self.id):
             if (
                 message.is_from_visitor
-                and message.message == text
+                and matches(message)
                 and not self._api.is_claimed(message.id)
                 and (message.created_at is None or message.created_at.timestamp() >= since)
             ):

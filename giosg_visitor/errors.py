@@ -35,6 +35,7 @@ __all__ = [
     "InvalidScopeError",
     "InvalidSecretError",
     "MessageTooLongError",
+    "NotChoosableError",
     "NotFoundError",
     "OAuthError",
     "PermissionDeniedError",
@@ -274,6 +275,28 @@ class MessageTooLongError(GiosgError, ValueError):
         super().__init__(f"message is {length} characters long; the limit is {limit}")
         self.length = length
         self.limit = limit
+
+
+class NotChoosableError(GiosgError, ValueError):
+    """An action cannot be sent as the visitor's choice; nothing was sent.
+
+    ``reason`` says why:
+
+    - ``"link_button"``: a link button only opens :attr:`link_url` in the visitor's
+      browser; Giosg receives nothing. Open (or show) the link yourself.
+    - ``"unknown_type"``: an action kind the SDK does not know; it is not guessed at.
+    - ``"no_id"``: the action lacks the message, attachment or action id a choice
+      refers to (an action built by hand, or a server that sent none).
+
+    Attributes:
+        reason: ``"link_button"``, ``"unknown_type"`` or ``"no_id"``.
+        link_url: For a link button: its link (``None`` otherwise).
+    """
+
+    def __init__(self, message: str, *, reason: str, link_url: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.link_url = link_url
 
 
 # Session ------------------------------------------------------------------------------

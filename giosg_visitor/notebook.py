@@ -119,7 +119,7 @@ def _sender(message: Message) -> str:
         return message.sender_public_name
     if message.is_from_visitor:
         return "Visitor"
-    return "Operator" if message.sender_type == "user" else (message.sender_type or "Unknown")
+    return "Operator" if message.sender_type == "user" else str(message.sender_type or "Unknown")
 
 
 def _system_text(message: Message) -> str:
@@ -127,7 +127,7 @@ def _system_text(message: Message) -> str:
         return f"{_sender(message)} joined the chat"
     if message.type == "leave":
         return f"{_sender(message)} left the chat"
-    return message.message or message.type
+    return message.message or str(message.type)
 
 
 def _time(message: Message) -> str:

@@ -36,7 +36,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from . import visitor as _visitor
 from ._auth import SessionState
 from .chat import Chat as _AsyncChat
-from .models import ChatInfo, IdentityChange, Membership, Message, OnlineUser, Room
+from .models import Action, ChatInfo, IdentityChange, Membership, Message, OnlineUser, Room
 from .notebook import Transcript
 from .realtime.connection import Subscription as _AsyncSubscription
 from .realtime.events import SubscriptionEvent
@@ -471,6 +471,16 @@ class Chat:
             GiosgError: Another failure (typed).
         """
         return self._runner.call(self._chat.send, text)
+
+    def choose(self, action: Action) -> Message:
+        """Send the visitor's choice of a button (see :meth:`giosg_visitor.Chat.choose`).
+
+        Raises:
+            NotChoosableError: A link button or an action without ids (nothing was sent).
+            ChatEndedError: The chat has ended.
+            GiosgError: Another failure (typed).
+        """
+        return self._runner.call(self._chat.choose, action)
 
     def history(self) -> list[Message]:
         """Every message so far, oldest first."""

@@ -376,3 +376,19 @@ async def test_usable_while_an_event_loop_runs(server: FakeGiosg) -> None:
     assert in_worker == "from inside a running loop"
     # Blocking the running loop on purpose: the facade's own loop is in another thread.
     assert _scenario(server.base_url) == "from inside a running loop"
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"], ids=["asyncio", "trio"])
+def test_choose_a_button(server: FakeGiosg, backend: str) -> None:
+    """The blocking Chat.choose sends the visitor's choice of a button."""
+    with sync.Visitor(ORG_ID, base_url=server.base_url, backend=backend) as visitor:  # type: ignore[arg-type]
+        operator = control(server.operator_online, ROOM_ID, "Olivia")
+        chat = visitor.start_chat(ROOM_ID)
+        control(server.operator_sends_buttons, chat.id, operator, "Pick", ["A", "B"])
+        (card,) = [m for m in chat.history() if m.attachments]
+        choice = chat.choose(card.actions[1])
+        assert choice.response_to is not None
+        assert choice.response_to.key == card.actions[1].key
+        assert choice.response_to.value == "B"
+        stored = control(server.messages, chat.id)
+        assert [m["response_value"] for m in stored if m["type"] == "action"] == ["B"]

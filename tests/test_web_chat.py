@@ -19,7 +19,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,6 +195,116 @@ def test_browser_chats_with_the_bot_and_resumes_after_reload(
             browser.close()
 
 
+def test_browser_clicks_a_button_sees_the_bot_react_and_keeps_the_choice(
+    fake: FakeGiosg, tmp_path: Path
+) -> None:
+    """Headless Chromium: a card of buttons, a click sent as a choice, the bot's reaction,
+    spent buttons greyed out; after a reload the history shows the choice."""
+    try:
+        executable = find_chromium()
+        from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright
+    except BrowserUnavailable as exc:
+        unavailable(str(exc))
+    except ImportError as exc:
+        unavailable(f"Playwright for Python is missing ({exc}); install the tests' dependencies")
+
+    with serve(web_chat_app(fake, tmp_path)) as url, sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=executable,
+                args=list(CHROMIUM_ARGS),
+                chromium_sandbox=False,
+                headless=True,
+                timeout=60_000,
+            )
+        except PlaywrightError as exc:
+            unavailable(f"{executable} did not start: {exc.message.splitlines()[0]}")
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            body = page.locator("body")
+            expect(body).to_have_attribute(
+                "data-visitor-id", re.compile(r"^[0-9a-f]{32}$"), timeout=WAIT_MS
+            )
+            page.locator("#input").fill("Show me the menu")
+            page.locator("#input").press("Enter")
+
+            card = page.locator(".card").first
+            expect(card.locator(".card-title")).to_have_text("How can I help?", timeout=WAIT_MS)
+            expect(card.locator(".card-text")).to_have_text("Choose one of these.")
+            buttons = card.locator("button.choice-button")
+            expect(buttons).to_have_text(["Opening hours", "Talk to a person"])
+            expect(buttons.first).to_be_enabled(timeout=WAIT_MS)
+            expect(buttons.last).to_be_enabled()
+            link = card.locator("a.link-button")
+            expect(link).to_have_text("Read the FAQ")
+            expect(link).to_have_attribute("href", "https://example.com/faq")
+
+            buttons.first.click()
+            expect(page.locator("#messages li.me.choice .text")).to_have_text(
+                ["Opening hours"], timeout=WAIT_MS
+            )
+            expect(page.locator("#messages li.operator .text").last).to_contain_text(
+                "We are open on weekdays", timeout=WAIT_MS
+            )
+            # is_disabled_on_selection: both buttons of the card are spent now.
+            expect(buttons.first).to_be_disabled()
+            expect(buttons.last).to_be_disabled()
+            assert [bot.choices for bot in fake.bots] == [["hours"]]
+
+            # A second card from a person: its buttons are live while the first stays spent.
+            bot_user = fake.bots[0].user_id
+            (chat_id,) = list(fake.state.chats.chats)
+            # Playwright's sync API runs a loop in this thread: drive the fake from another.
+            _in_thread(
+                functools.partial(
+                    fake.operator_says,
+                    chat_id,
+                    bot_user,
+                    "Anything else?",
+                    attachments=[
+                        {
+                            "title": "Rate us",
+                            "image_url": "https://example.com/stars.png",
+                            "actions": [
+                                {"text": "Good", "type": "button", "value": "good"},
+                                {"text": "Bad", "type": "button", "value": "bad"},
+                            ],
+                        }
+                    ],
+                )
+            )
+            second = page.locator(".card").nth(1)
+            expect(second.locator(".card-image")).to_have_attribute(
+                "src", "https://example.com/stars.png", timeout=WAIT_MS
+            )
+            expect(second.locator("button.choice-button").first).to_be_enabled(timeout=WAIT_MS)
+
+            page.reload()
+            expect(body).to_have_attribute("data-visitor-id", re.compile("."), timeout=WAIT_MS)
+            expect(page.locator("#messages li.me.choice .text")).to_have_text(
+                ["Opening hours"], timeout=WAIT_MS
+            )
+            cards = page.locator(".card")
+            expect(cards).to_have_count(2, timeout=WAIT_MS)
+            # Greyed by what the history says, not by the page's memory of the click.
+            expect(cards.nth(1).locator("button.choice-button").first).to_be_enabled(
+                timeout=WAIT_MS
+            )
+            expect(cards.first.locator("button.choice-button").first).to_be_disabled()
+            expect(cards.first.locator("button.choice-button").last).to_be_disabled()
+            stored = [m for m in fake.state.chats.chats[chat_id].messages if m["type"] == "action"]
+            assert [m["response_value"] for m in stored] == ["hours"]
+        finally:
+            browser.close()
+
+
+def _in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:
+    """``anyio.run(fn)`` in a thread of its own."""
+    with ThreadPoolExecutor(1) as executor:
+        return executor.submit(anyio.run, fn).result(timeout=WAIT_S)
+
+
 def _text(payload: str | bytes) -> str:
     return payload if isinstance(payload, str) else payload.decode("utf-8", "replace")
 
@@ -285,8 +396,12 @@ def test_socket_relay_errors_tabs_and_chat_end(fake: FakeGiosg, tmp_path: Path) 
             # Messages and typing travel on separate channels: only their own order is sure.
             frames = _frames_until(tab, _message(BOT_HELLO))
             mine, reply = (frame for frame in frames if frame["type"] == "message")
-            assert mine.keys() == {"type", "id", "sender", "name", "text"}
+            assert mine.keys() == {"type", "id", "sender", "name", "text", "choice", "cards"}
             assert (mine["sender"], mine["name"], mine["text"]) == ("me", "You", "hi there")
+            assert (mine["choice"], mine["cards"]) == (False, [])
+            # A page can only choose a button the chat's history says is choosable.
+            tab.send(json.dumps({"type": "choose", "key": f"{mine['id']}/nope/nope"}))
+            assert "no longer be chosen" in _until(tab, _error)["message"]
             assert (reply["sender"], reply["name"]) == ("operator", "Demo Bot")
             typing = [frame for frame in frames if frame["type"] == "typing"]
             assert typing[0] == {"type": "typing", "name": "Demo Bot", "typing": True}

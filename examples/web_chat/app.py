@@ -4,8 +4,10 @@ Routes:
     ``GET /``          the page; sets the opaque ``giosg_session`` cookie if it is missing.
     ``GET /static/*``  the page's script and style sheet.
     ``WebSocket /ws``  the relay. To the browser: ``ready`` (the public visitor id), the
-                       chat's ``message`` frames (history, then live), operator ``typing``,
-                       ``ended`` and ``error``. From the browser: ``send`` and ``typing``.
+                       chat's ``message`` frames (history, then live; with their cards
+                       and buttons), ``choosable`` (the buttons that can still be
+                       clicked), operator ``typing``, ``ended`` and ``error``. From the
+                       browser: ``send``, ``choose`` (a button's key) and ``typing``.
 
 The session cookie is a random value that means nothing to Giosg: the server hashes it
 into the key of the visitor in a shared :class:`~giosg_visitor.SQLiteStore`. The visitor
@@ -35,14 +37,17 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from giosg_visitor import (
+    Action,
     Chat,
     ChatEndedError,
     GiosgError,
     Message,
     MessageTooLongError,
+    NotChoosableError,
     SQLiteStore,
     Visitor,
     VisitorPool,
+    choosable_actions,
 )
 
 
@@ -59,7 +64,8 @@ _MAX_FRAME: Final = 16 * 1024
 _STATIC: Final = Path(__file__).parent / "static"
 _PAGE_HEADERS: Final = {
     "Content-Security-Policy": (
-        "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "default-src 'self'; img-src 'self' https:; base-uri 'none'; form-action 'none';"
+        " frame-ancestors 'none'"
     ),
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -199,10 +205,12 @@ class WebChat:
                 await browser.error("Frames must be JSON objects (at most 16 KiB).")
             elif frame.get("type") == "send" and isinstance(frame.get("text"), str):
                 await self._send_message(browser, session, visitor, frame["text"])
+            elif frame.get("type") == "choose" and isinstance(frame.get("key"), str):
+                await self._choose(browser, session, frame["key"])
             elif frame.get("type") == "typing" and isinstance(frame.get("typing"), bool):
                 await self._send_typing(session, frame["typing"])
             else:
-                await browser.error("Unknown frame: expected 'send' or 'typing'.")
+                await browser.error("Unknown frame: expected 'send', 'choose' or 'typing'.")
 
     async def _send_message(
         self, browser: _Browser, session: _Session, visitor: Visitor, text: str
@@ -224,6 +232,32 @@ class WebChat:
         except GiosgError as exc:
             logger.warning("sending failed: %s", exc)
             await browser.error("Your message could not be sent; please try again.")
+
+    async def _choose(self, browser: _Browser, session: _Session, key: str) -> None:
+        """A click on a button: send it as the visitor's choice if it can still be chosen.
+
+        The button is looked up in the chat's history on the server (the browser only
+        names it), so a page cannot choose a button that is switched off or not there.
+        """
+        chat = session.chat
+        if chat is None or chat.is_ended:
+            await browser.error("The chat has ended; that button no longer works.")
+            return
+        try:
+            choosable = {_action_key(a): a for a in choosable_actions(await chat.history())}
+            action = choosable.get(key)
+            if action is None:
+                await browser.error("That button can no longer be chosen.")
+                return
+            # Not shown here: the choice comes back through the chat's message stream.
+            await chat.choose(action)
+        except NotChoosableError:  # pragma: no cover - choosable_actions left links out
+            await browser.error("That button only opens a link.")
+        except ChatEndedError:
+            await browser.error("The chat has ended; that button no longer works.")
+        except GiosgError as exc:
+            logger.warning("choosing failed: %s", exc)
+            await browser.error("Your choice could not be sent; please try again.")
 
     async def _send_typing(self, session: _Session, is_typing: bool) -> None:
         chat = session.chat
@@ -258,10 +292,18 @@ class WebChat:
             await browser.fail("Lost the connection to the chat; reconnecting.")
 
     async def _relay_messages(self, browser: _Browser, chat: Chat) -> None:
+        seen: list[Message] = []
+        enabled: list[str] | None = None
         async with chat.messages() as stream:  # history, then live: each message once
             async for message in stream:
-                if message.type == "msg" and message.message:
+                seen.append(message)
+                if _shown(message):
                     await browser.send(_message_frame(message))
+                # A choice or a typed message may switch buttons off: tell the page.
+                now = [_action_key(a) for a in choosable_actions(seen)]
+                if now != enabled:
+                    enabled = now
+                    await browser.send({"type": "choosable", "keys": now})
 
     async def _relay_typing(self, browser: _Browser, chat: Chat) -> None:
         typing: dict[str, bool] = {}
@@ -382,6 +424,25 @@ def _parse_frame(text: str | None) -> dict[str, Any] | None:
     return frame if isinstance(frame, dict) else None
 
 
+def _shown(message: Message) -> bool:
+    """Texts, cards and the visitor's choices; not joins, leaves or other events."""
+    if message.is_choice:
+        return message.is_from_visitor
+    return message.type == "msg" and bool(message.message or message.attachments)
+
+
+def _action_key(action: Action) -> str:
+    """How the page names a button: its message, attachment and action ids."""
+    return "/".join(part or "" for part in action.key)
+
+
+def _web_url(url: str | None) -> str | None:
+    """Only http(s) links and images reach the page (never ``javascript:`` or ``data:``)."""
+    if url is None or urlsplit(url).scheme not in ("http", "https"):
+        return None
+    return url
+
+
 def _message_frame(message: Message) -> dict[str, Any]:
     """Only what the page shows: never the raw resource (it carries more than that)."""
     mine = message.is_from_visitor
@@ -390,5 +451,24 @@ def _message_frame(message: Message) -> dict[str, Any]:
         "id": message.id,
         "sender": "me" if mine else "operator",
         "name": "You" if mine else (message.sender_public_name or "Operator"),
-        "text": message.message,
+        "text": message.text if message.is_choice else message.message,
+        "choice": message.is_choice,
+        "cards": [
+            {
+                "title": card.title,
+                "text": card.text,
+                "image": _web_url(card.image_url),
+                "buttons": [
+                    {
+                        "key": _action_key(action),
+                        "kind": "link" if action.is_link else "button",
+                        "text": action.text or action.value or "",
+                        "link": _web_url(action.link_url) if action.is_link else None,
+                    }
+                    for action in card.actions
+                    if action.type in ("button", "link_button")
+                ],
+            }
+            for card in message.attachments
+        ],
     }

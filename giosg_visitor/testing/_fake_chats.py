@@ -188,14 +188,26 @@ class ChatWorld:
         member["composing_status"] = "typing" if typing else "idle"
         self.publish_member(chat, member, "changed")
 
-    def operator_says(self, chat_id: str, user_id: str, text: str) -> dict[str, Any]:
-        """An operator sends a message (joining first if needed)."""
+    def operator_says(
+        self,
+        chat_id: str,
+        user_id: str,
+        text: str | None,
+        *,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """An operator sends a message (joining first if needed), rich if ``attachments``.
+
+        Attachments and actions without an ``id`` get one, as the server assigns them.
+        """
         chat = self.chats[chat_id]
         if chat.resource["is_ended"]:
             raise ValueError("the chat has ended")
         if user_id not in chat.members:
             self.operator_joins(chat_id, user_id)
-        return self._add_message(chat, user_id, "user", text)
+        return self._add_message(
+            chat, user_id, "user", text, attachments=with_ids(attachments or [])
+        )
 
     def end_chat(self, chat_id: str) -> dict[str, Any]:
         """End a chat (either side)."""
@@ -275,9 +287,11 @@ class ChatWorld:
         text: str | None,
         *,
         type_: str = "msg",
+        attachments: list[dict[str, Any]] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         res = chat.resource
-        message = {
+        message: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "type": type_,
             "chat_id": res["id"],
@@ -288,7 +302,8 @@ class ChatWorld:
             "sender_public_name": self.operator_name(sender_id) if sender_type == "user" else None,
             "sender_avatar": None,
             "message": text,
-            "attachments": [],
+            "attachments": attachments or [],
+            **(fields or {}),
         }
         chat.messages.append(message)
         self._publish_message(chat, message)
@@ -321,6 +336,64 @@ class ChatWorld:
 
     def visitor_says(self, chat: FakeChat, text: str) -> dict[str, Any]:
         message = self._add_message(chat, chat.visitor_id, "visitor", text)
+        for callback in list(self.on_visitor_message):
+            callback(chat, message)
+        return message
+
+    def visitor_chooses(self, chat: FakeChat, body: dict[str, Any]) -> dict[str, Any] | str:
+        """Store a visitor's choice (a ``type: "action"`` message) or say why not.
+
+        The choice names its message, attachment and action by id; the fake fills in
+        ``response_value`` and the chosen objects as the operator-side shape has them, and
+        refuses link buttons and actions their ``is_disabled_on_*`` flags switched off.
+        """
+        ids = {
+            name: body.get(f"response_to_{name}_id") for name in ("message", "attachment", "action")
+        }
+        for name, value in ids.items():
+            if not isinstance(value, str) or not value:
+                return f"response_to_{name}_id: This field is required."
+        index = next((i for i, m in enumerate(chat.messages) if m["id"] == ids["message"]), None)
+        if index is None:
+            return "response_to_message_id: No such message in this chat."
+        target = chat.messages[index]
+        attachment = next(
+            (a for a in target.get("attachments") or [] if a.get("id") == ids["attachment"]),
+            None,
+        )
+        if attachment is None:
+            return "response_to_attachment_id: No such attachment in the message."
+        action = next(
+            (a for a in attachment.get("actions") or [] if a.get("id") == ids["action"]), None
+        )
+        if action is None:
+            return "response_to_action_id: No such action in the attachment."
+        if action.get("type", "button") != "button":
+            return "response_to_action_id: Only a button can be chosen."
+        later = chat.messages[index + 1 :]
+        from_visitor = [m for m in later if m["sender_type"] == "visitor"]
+        if action.get("is_disabled_on_selection") and any(
+            m.get("response_to_message_id") == target["id"] for m in from_visitor
+        ):
+            return "response_to_action_id: This action is disabled."
+        if action.get("is_disabled_on_visitor_message") and from_visitor:
+            return "response_to_action_id: This action is disabled."
+        text = body.get("message")
+        message = self._add_message(
+            chat,
+            chat.visitor_id,
+            "visitor",
+            text if isinstance(text, str) and text else action.get("text"),
+            type_="action",
+            fields={
+                "response_to_message_id": target["id"],
+                "response_to_attachment_id": attachment["id"],
+                "response_to_action_id": action["id"],
+                "response_to_attachment": {k: v for k, v in attachment.items() if k != "actions"},
+                "response_to_action": dict(action),
+                "response_value": action.get("value"),
+            },
+        )
         for callback in list(self.on_visitor_message):
             callback(chat, message)
         return message
@@ -366,6 +439,17 @@ class ChatWorld:
             room = FakeRoom(**item)
             room.online_users.clear()  # nobody is online after a restart
             self.rooms[room.id] = room
+
+
+def with_ids(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``attachments`` where every attachment and action has an ``id``."""
+    out = []
+    for attachment in attachments:
+        actions = [
+            {"id": str(uuid.uuid4()), **action} for action in attachment.get("actions") or []
+        ]
+        out.append({"id": str(uuid.uuid4()), **attachment, "actions": actions})
+    return out
 
 
 Endpoint = Callable[..., Callable[[Request], Awaitable[Response]]]
@@ -492,6 +576,14 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         body = await json_body(request)
         if body is None:
             return error(400, {"non_field_errors": ["Invalid data. Expected a dictionary."]})
+        if body.get("type") == "action":
+            if chat.resource["is_ended"]:
+                return error(403, "The chat has ended.")
+            chosen = world.visitor_chooses(chat, body)
+            if isinstance(chosen, str):
+                field, _, detail = chosen.partition(": ")
+                return error(400, {field: [detail]})
+            return JSONResponse(chosen, status_code=201)
         text = body.get("message")
         if not isinstance(text, str) or not text:
             return error(400, {"message": ["This field is required."]})
@@ -504,7 +596,7 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
                     ]
                 },
             )
-        if body.get("type", "msg") not in ("msg", "action"):
+        if body.get("type", "msg") != "msg":
             return error(400, {"type": ["Invalid message type."]})
         if chat.resource["is_ended"]:
             return error(403, "The chat has ended.")

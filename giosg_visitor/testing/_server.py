@@ -309,9 +309,55 @@ class FakeGiosg:
         """An operator starts (or stops) typing."""
         await self.call(lambda: self.state.chats.operator_typing(chat_id, user_id, typing))
 
-    async def operator_says(self, chat_id: str, user_id: str, text: str) -> dict[str, Any]:
-        """An operator sends a message; returns the message resource."""
-        return await self.call(lambda: self.state.chats.operator_says(chat_id, user_id, text))
+    async def operator_says(
+        self,
+        chat_id: str,
+        user_id: str,
+        text: str | None,
+        *,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """An operator sends a message; returns the message resource.
+
+        Args:
+            chat_id: The chat.
+            user_id: The operator (from :meth:`operator_online`).
+            text: The text (may be ``None`` for a message that is only attachments).
+            attachments: Rich cards, as the wire has them (``title``, ``text``,
+                ``image_url``, ``actions`` of ``{"text", "type", "value", ...}``); the
+                fake gives every attachment and action an ``id``.
+        """
+        return await self.call(
+            lambda: self.state.chats.operator_says(chat_id, user_id, text, attachments=attachments)
+        )
+
+    async def operator_sends_buttons(
+        self,
+        chat_id: str,
+        user_id: str,
+        text: str | None,
+        buttons: list[str] | list[dict[str, Any]],
+        *,
+        title: str | None = None,
+        is_disabled_on_selection: bool = True,
+        is_disabled_on_visitor_message: bool = False,
+    ) -> dict[str, Any]:
+        """An operator sends one card of buttons; returns the message resource.
+
+        ``buttons`` are labels (each a ``button`` whose value is its label) or action
+        objects as the wire has them (``{"text": ..., "type": "link_button",
+        "link_url": ...}``).
+        """
+        actions: list[dict[str, Any]] = [
+            {"text": b, "type": "button", "value": b} if isinstance(b, str) else dict(b)
+            for b in buttons
+        ]
+        for action in actions:
+            action.setdefault("is_disabled_on_selection", is_disabled_on_selection)
+            action.setdefault("is_disabled_on_visitor_message", is_disabled_on_visitor_message)
+        return await self.operator_says(
+            chat_id, user_id, text, attachments=[{"title": title, "actions": actions}]
+        )
 
     async def end_chat(self, chat_id: str) -> None:
         """The operator ends a chat."""
