@@ -64,7 +64,8 @@ class VisitorPool:
         http_client: Use this client instead of creating one (not closed by the pool).
         clock: Time source (tests pass a ``FakeClock``).
         **visitor_options: Passed to every :class:`~giosg_visitor.Visitor` (``realtime``,
-            ``renewal``, ``retry``, ``timeouts``, ...).
+            ``renewal``, ``retry``, ``timeouts``, ``socket_strategy``,
+            ``socket_idle_timeout``, ...).
     """
 
     def __init__(

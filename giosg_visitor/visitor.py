@@ -96,6 +96,11 @@ class Visitor:
         reconnect: Socket reconnect backoff.
         ping_interval: Seconds between socket keepalive pings (``None``: off).
         ping_timeout: Seconds a pong may take before the link counts as dead.
+        socket_idle_timeout: Seconds without any inbound socket frame (data, SockJS
+            heartbeat, WebSocket ping or pong) after which the socket is dropped and
+            reopened (``None``: off). Every frame counts, so a quiet healthy socket is
+            never dropped; on a raw endpoint the watchdog waits at least ``ping_interval +
+            ping_timeout``.
         presence_expires_in: Room presence lifetime sent by :meth:`join_room`.
         clock: The time source (tests pass ``giosg_visitor.testing.FakeClock``).
         rng: Random draws in ``[0, 1)`` for jitter.
@@ -130,6 +135,7 @@ class Visitor:
         "_session",
         "_shared_client",
         "_socket_hosts",
+        "_socket_idle_timeout",
         "_socket_strategy",
         "_socket_token",
         "_stack",
@@ -156,6 +162,7 @@ class Visitor:
         reconnect: ReconnectPolicy | None = None,
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
+        socket_idle_timeout: float | None = 60.0,
         presence_expires_in: int = 60,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
@@ -180,6 +187,7 @@ class Visitor:
         self._reconnect = reconnect
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._socket_idle_timeout = socket_idle_timeout
         if presence_expires_in < 1:
             raise ValueError("presence_expires_in must be at least 1 second")
         self._presence_expires_in = presence_expires_in
@@ -322,6 +330,7 @@ class Visitor:
                         open_timeout=self._timeouts.socket_open,
                         ping_interval=self._ping_interval,
                         ping_timeout=self._ping_timeout,
+                        idle_timeout=self._socket_idle_timeout,
                         close_timeout=self._timeouts.close,
                     )
                 )

@@ -17,9 +17,12 @@ What it does for you:
 * **Pipelined subscriptions.** ``sub`` messages are written by one writer task as soon as
   they are queued; :meth:`~RealtimeConnection.subscribe_many` sends all of them before the
   first acknowledgement comes back (one round trip for N channels).
-* **Keepalive.** A ping every ``ping_interval``; no pong within ``ping_timeout`` (in SockJS
-  mode: no pong and no frame at all) drops the socket. In SockJS mode the connection also
-  drops the socket when nothing at all arrives for ``sockjs_idle_timeout``.
+* **Keepalive.** A ping every ``ping_interval``; no pong and no frame at all within
+  ``ping_timeout`` drops the socket. An idle watchdog also drops it when nothing at all
+  arrives for ``idle_timeout``. Every inbound frame counts, control frames included: a
+  server may heartbeat with SockJS ``h`` frames or with WebSocket pings (sockjs-node does
+  the latter), and our own pings' pongs count too, so a quiet healthy socket is never
+  dropped.
 * **Reconnect** with full-jitter backoff (:class:`~giosg_visitor.realtime.ReconnectPolicy`),
   close codes and refused handshakes classified per ``reliability.md`` T14. Each new
   socket gets the freshest token from ``token_provider`` and resubscribes every channel in
@@ -566,8 +569,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         ping_interval: Seconds between keepalive pings (``None`` disables keepalive).
         ping_timeout: Seconds to wait for the pong.
         close_timeout: Seconds for a closing handshake before the socket is dropped.
-        sockjs_idle_timeout: In SockJS mode, seconds without any frame (the server sends
-            ``h`` every 25 s) after which the socket is considered dead (``None``: off).
+        idle_timeout: Seconds without any inbound frame (data, heartbeat, ping or pong)
+            after which the socket is considered dead (``None``: off). In SockJS framing
+            the server heartbeats (every 25 s by default); otherwise only our own pings
+            guarantee traffic, so the watchdog then waits at least ``ping_interval +
+            ping_timeout`` and is off when ``ping_interval`` is ``None``.
+        sockjs_idle_timeout: The former name of ``idle_timeout`` (used when given).
         max_size: Largest incoming message, bytes (larger: the socket closes with 1009).
         max_buffer: Notifications buffered per subscription before dropping (see
             :class:`Subscription`).
@@ -587,8 +594,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_fatal",
         "_framing",
         "_has_opened",
+        "_idle_timeout",
         "_is_open",
-        "_last_rx",
         "_listeners",
         "_max_buffer",
         "_max_size",
@@ -601,11 +608,11 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_reauths",
         "_renew_token",
         "_rng",
+        "_rx_count",
         "_rx_pulse",
         "_socket_group",
         "_socket_scope",
         "_socket_url",
-        "_sockjs_idle_timeout",
         "_state",
         "_state_pulse",
         "_stats",
@@ -632,7 +639,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
         close_timeout: float = 5.0,
-        sockjs_idle_timeout: float | None = 60.0,
+        idle_timeout: float | None = 60.0,
+        sockjs_idle_timeout: float | None = None,
         max_size: int = 2**20,
         max_buffer: int = 1000,
         transport: SocketTransport | None = None,
@@ -656,7 +664,11 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        self._sockjs_idle_timeout = sockjs_idle_timeout
+        if sockjs_idle_timeout is not None:
+            idle_timeout = sockjs_idle_timeout
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None)")
+        self._idle_timeout = idle_timeout
         self._max_size = max_size
         self._max_buffer = max_buffer
         self._transport: SocketTransport = (
@@ -679,7 +691,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._is_open = False
         self._drop: _Drop | None = None
         self._socket_scope: anyio.CancelScope | None = None
-        self._last_rx = 0.0
+        #: Inbound frames on the current socket (a counter: cheaper than a clock read).
+        self._rx_count = 0
         # Created when first awaited (an anyio.Event costs ~0.9 KiB on asyncio).
         self._state_pulse: anyio.Event | None = None
         self._rx_pulse: anyio.Event | None = None
@@ -924,7 +937,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             stats=self._stats.protocol,
         )
         self._drop = None
-        self._last_rx = self._clock.monotonic()
+        self._rx_count = 0
+        watch_frames = getattr(socket, "watch_frames", None)
+        if watch_frames is not None:
+            watch_frames(self._on_frame)
         try:
             async with anyio.create_task_group() as task_group:
                 self._socket_scope = task_group.cancel_scope
@@ -936,12 +952,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     task_group.start_soon(self._keepalive, socket, self._ping_interval)
                 if self._framing == "sockjs":
                     task_group.start_soon(self._await_sockjs_open)
-                    if self._sockjs_idle_timeout is not None:
-                        task_group.start_soon(self._watchdog, self._sockjs_idle_timeout)
+                idle_timeout = self._watchdog_timeout()
+                if idle_timeout is not None:
+                    task_group.start_soon(self._watchdog, idle_timeout)
                 # The read loop runs in this task (one task less per connection, ~3 KiB);
                 # it ends through _lost(), which cancels the others.
                 await self._reader(socket, protocol)
         finally:
+            if watch_frames is not None:
+                watch_frames(None)
             self._next_query = max(self._next_query, protocol.next_query)
             self._on_socket_end()
         drop = self._drop
@@ -958,8 +977,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return drop
 
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
-        # Only SockJS keepalive and the idle watchdog look at receive times.
-        sockjs = self._framing == "sockjs"
+        # Sockets that report every frame themselves (watch_frames) are counted there;
+        # others are counted here, per data frame.
+        count_here = not hasattr(socket, "watch_frames")
         pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
         recv = socket.recv
@@ -975,7 +995,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     self._touch()
                     logger.debug("skipped a binary frame")
                     continue
-                if sockjs:
+                if count_here:
                     self._touch()
                 change = receive(text)
                 if change is not None:
@@ -1090,6 +1110,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     error = exc
                 else:
                     alive = True
+                    if not hasattr(socket, "watch_frames"):
+                        self._touch()  # the pong is a frame the socket did not report
                 race.cancel_scope.cancel()
 
             async def any_frame() -> None:
@@ -1099,8 +1121,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 race.cancel_scope.cancel()
 
             race.start_soon(ping)
-            if self._framing == "sockjs":
-                race.start_soon(any_frame)
+            # Any inbound frame proves the link alive, as a pong would.
+            race.start_soon(any_frame)
             await self._clock.sleep(self._ping_timeout)
             race.cancel_scope.cancel()
         return alive, error
@@ -1118,20 +1140,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 )
             )
 
+    def _watchdog_timeout(self) -> float | None:
+        """The idle timeout for this socket; ``None`` when nothing guarantees traffic."""
+        idle = self._idle_timeout
+        if idle is None or self._framing == "sockjs":
+            return idle  # a SockJS server heartbeats every session
+        if self._ping_interval is None:
+            return None  # a raw endpoint need not send anything on a quiet channel
+        return max(idle, self._ping_interval + self._ping_timeout)
+
     async def _watchdog(self, idle_timeout: float) -> None:
+        # Checked a few times per timeout: a frame counter, not a clock read per frame.
+        step = idle_timeout / 4
+        seen = self._rx_count
+        quiet_since = self._clock.monotonic()
         while True:
-            remaining = self._last_rx + idle_timeout - self._clock.monotonic()
-            if remaining <= 0:
+            await self._clock.sleep(step)
+            now = self._clock.monotonic()
+            if self._rx_count != seen:
+                seen = self._rx_count
+                quiet_since = now
+            elif now - quiet_since >= idle_timeout:
                 self._lost(
                     _Drop(
                         code=_ABNORMAL_CLOSURE,
-                        reason="no SockJS frame or heartbeat received",
+                        reason="no frame, heartbeat or pong received",
                         verdict=classify_close(_ABNORMAL_CLOSURE),
                         abort=True,
                     )
                 )
                 return
-            await self._clock.sleep(remaining)
 
     # Event handling (runs on the read loop: never awaits).
 
@@ -1262,9 +1300,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             self._socket_scope.cancel()
 
     def _touch(self) -> None:
-        self._last_rx = self._clock.monotonic()
-        if self._rx_pulse is not None:
-            self._rx_pulse.set()
+        self._rx_count += 1
+        pulse = self._rx_pulse
+        if pulse is not None:
+            self._rx_pulse = None
+            pulse.set()
+
+    def _on_frame(self, kind: str) -> None:
+        """A frame of any kind arrived (called from the socket's frame processing)."""
+        self._touch()
 
     def _fail(self, error: BaseException, *, code: int | None, reason: str) -> None:
         if self._fatal is not None or self._exited:
