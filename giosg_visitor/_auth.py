@@ -23,6 +23,7 @@ import attrs
 import httpx
 
 from ._clock import Clock
+from ._facts import API_PREFIX
 from ._http import USER_AGENT, api_error, is_transient, map_http_errors, server_wait
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
@@ -414,7 +415,7 @@ class VisitorSession:
         return token
 
     async def _post_auth(self, secret: Secret | None) -> AuthSession:
-        url = self._base_url.join(f"/api/v5/public/orgs/{self.organization_id}/auth")
+        url = self._base_url.join(f"{API_PREFIX}/orgs/{self.organization_id}/auth")
         body = {"visitor_secret_id": secret.reveal() if secret is not None else None}
         with map_http_errors("visitor auth"):
             response = await self._client.post(

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import attrs
 import httpx
 
+from . import _facts
 from ._renewal import RetryPolicy, parse_retry_after
 from .errors import (
     APIError,
@@ -48,7 +49,7 @@ __all__ = [
 
 logger = logging.getLogger("giosg_visitor")
 
-DEFAULT_BASE_URL: Final = "https://service.giosg.com"
+DEFAULT_BASE_URL: Final = _facts.DEFAULT_BASE_URL
 USER_AGENT: Final = "giosg-visitor-python"
 
 
