@@ -16,7 +16,8 @@ with short heartbeats)::
             ...
             await sockjs_router.publish(channel, "added", {"id": "1"})
             await sockjs_router.refuse(tokens=[token])  # or refuse(next=1)
-            await sockjs_router.drop(code=1011)
+            await sockjs_router.serve_raw("404")  # no raw endpoint: "auto" moves on
+            await sockjs_router.drop()
             stats = await sockjs_router.stats()
 
 For other settings use :func:`start_sockjs_router` (a context manager) directly.
@@ -40,7 +41,7 @@ import threading
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 import anyio.to_thread
 import pytest
@@ -194,8 +195,16 @@ class SockJSRouter:
             body["next"] = next
         await self.control("refuse", body)
 
-    async def drop(self, *, code: int = 1011, reason: str = "dropped by the test") -> int:
-        """Close every connection with ``code``; how many there were."""
+    async def serve_raw(self, mode: Literal["serve", "404", "200", "close"]) -> None:
+        """How the raw endpoint ``<socket_url>/websocket`` answers from now on.
+
+        ``"serve"`` (default), ``"404"`` (a deployment without it), ``"200"`` (a 200
+        without upgrade) or ``"close"`` (the WebSocket opens and is closed at once).
+        """
+        await self.control("config", {"raw": mode})
+
+    async def drop(self, *, code: int = 3000, reason: str = "dropped by the test") -> int:
+        """Close every connection with ``code`` (1000 or 3000-4999); how many there were."""
         answer = await self.control("drop", {"code": code, "reason": reason})
         return int(answer["dropped"])
 

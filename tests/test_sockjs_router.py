@@ -74,6 +74,8 @@ IDLE_TIMEOUT = 1.0
     ("strategy", "ping_interval"),
     [
         pytest.param("raw", 0.3, id="raw"),
+        pytest.param("auto", 0.3, id="auto"),
+        pytest.param("auto", None, id="auto-no-pings"),
         pytest.param("sockjs", 0.3, id="sockjs"),
         # Only sockjs-node's WebSocket pings (every 0.25 s) keep this one alive.
         pytest.param("sockjs", None, id="sockjs-server-pings-only"),
@@ -81,7 +83,7 @@ IDLE_TIMEOUT = 1.0
 )
 async def test_a_quiet_socket_outlives_the_idle_timeout(
     sockjs_router: SockJSRouter,
-    strategy: Literal["raw", "sockjs"],
+    strategy: Literal["auto", "raw", "sockjs"],
     ping_interval: float | None,
 ) -> None:
     """A quiet spell three times the idle timeout: zero reconnects, zero resubscribes."""

@@ -53,6 +53,7 @@ from giosg_visitor.errors import (
 __all__ = [
     "BinaryFrameError",
     "HandshakeRejectedError",
+    "RedirectRefusedError",
     "SocketConnection",
     "SocketTransport",
     "WebSocketTransport",
@@ -80,6 +81,18 @@ class HandshakeRejectedError(RealtimeError):
         super().__init__(message)
         self.status_code = status_code
         self.retry_after = retry_after
+
+
+class RedirectRefusedError(UntrustedEndpointError):
+    """The socket endpoint answered the handshake with a redirect (never followed).
+
+    Attributes:
+        status_code: The HTTP status (3xx).
+    """
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class BinaryFrameError(ProtocolError):
@@ -232,9 +245,10 @@ class WebSocketTransport:
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
             if 300 <= status < 400:
-                return UntrustedEndpointError(
+                return RedirectRefusedError(
                     f"the socket endpoint answered with a redirect (HTTP {status}); "
-                    "redirects are not followed"
+                    "redirects are not followed",
+                    status_code=status,
                 )
             header = exc.response.headers.get("Retry-After")
             now = self._wall_time() if self._wall_time is not None else 0.0
