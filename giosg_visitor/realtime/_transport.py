@@ -100,7 +100,13 @@ class BinaryFrameError(ProtocolError):
 
 
 class SocketConnection(Protocol):
-    """One open WebSocket, as the real-time connection uses it."""
+    """One open WebSocket, as the real-time connection uses it.
+
+    A socket may also offer ``watch_frames(callback)`` (as the default transport's do):
+    ``callback(kind)`` for every inbound frame, control frames included. The connection
+    then counts pings and pongs as signs of life; without it, only what :meth:`recv`
+    returns and answered pings count.
+    """
 
     async def send(self, text: str) -> None:
         """Send one text frame."""
