@@ -17,8 +17,10 @@ with short heartbeats)::
             await sockjs_router.publish(channel, "added", {"id": "1"})
             await sockjs_router.refuse(tokens=[token])  # or refuse(next=1)
             await sockjs_router.serve_raw("404")  # no raw endpoint: "auto" moves on
-            await sockjs_router.drop()
-            stats = await sockjs_router.stats()
+            await sockjs_router.drop()  # close every connection (code 3000)
+            sockjs_router.freeze()  # a silent server: sockets stay open, no frame...
+            sockjs_router.thaw()  # ...until this
+            stats = await sockjs_router.stats()  # connections by protocol, subs, refusals
 
 For other settings use :func:`start_sockjs_router` (a context manager) directly.
 
@@ -35,6 +37,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -131,7 +134,10 @@ class SockJSRouter:
         heartbeat: The SockJS heartbeat delay, seconds.
     """
 
-    def __init__(self, port: int, *, prefix: str, heartbeat: float) -> None:
+    def __init__(
+        self, port: int, *, prefix: str, heartbeat: float, process: subprocess.Popen[bytes]
+    ) -> None:
+        self._process = process
         self.control_url = f"http://127.0.0.1:{port}"
         self.socket_url = f"{self.control_url}{prefix}"
         self.heartbeat = heartbeat
@@ -208,6 +214,14 @@ class SockJSRouter:
         answer = await self.control("drop", {"code": code, "reason": reason})
         return int(answer["dropped"])
 
+    def freeze(self) -> None:
+        """Stop the node process (SIGSTOP): sockets stay open, nothing is sent or read."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen node process run again (SIGCONT)."""
+        self._process.send_signal(signal.SIGCONT)
+
     async def stats(self) -> dict[str, Any]:
         """The router's counters (connections by protocol, subs, refusals, deliveries)."""
         answer: dict[str, Any] = await self.control("stats")
@@ -256,9 +270,10 @@ def start_sockjs_router(
         port = _read_port(process)
         # Keep draining stderr so that a chatty node never blocks on a full pipe.
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
-        yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat)
+        yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat, process=process)
     finally:
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=5)

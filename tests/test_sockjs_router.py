@@ -13,12 +13,19 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from giosg_visitor import Change, ConnectionState, SubscriptionError, Visitor
+from giosg_visitor import (
+    Change,
+    ConnectionState,
+    MemoryStore,
+    SubscriptionError,
+    Visitor,
+    VisitorPool,
+)
 from giosg_visitor._secret import Secret
 from giosg_visitor.realtime import RealtimeConnection
 from giosg_visitor.testing import FakeGiosg
 
-from ._helpers import ORG_ID
+from ._helpers import ORG_ID, wait_until
 from ._sockjs_router import SockJSRouter
 
 
@@ -133,3 +140,32 @@ async def test_sockjs_node_pings_keep_a_framed_session_alive(sockjs_router: Sock
         await anyio.sleep(QUIET_SPELL)
         assert (connection.stats.opens, connection.stats.drops) == (1, 0)
         assert subscription.is_subscribed
+
+
+async def test_a_pool_passes_the_idle_timeout_to_its_visitors(sockjs_router: SockJSRouter) -> None:
+    """VisitorPool(socket_idle_timeout=...) reaches each visitor's socket: a quiet SockJS
+    session kept alive by sockjs-node's pings alone outlives it, and a frozen server is
+    dropped within it (then the visitor reconnects)."""
+    async with (
+        FakeGiosg(socket_url=sockjs_router.socket_url) as giosg,
+        VisitorPool(
+            ORG_ID,
+            store=MemoryStore(),
+            base_url=giosg.base_url,
+            socket_strategy="sockjs",
+            ping_interval=None,
+            socket_idle_timeout=IDLE_TIMEOUT,
+        ) as pool,
+    ):
+        await sockjs_router.attach(giosg)
+        async with pool.visitor("user-1") as visitor:
+            stats = visitor.realtime.stats
+            await anyio.sleep(QUIET_SPELL)
+            assert (stats.opens, stats.drops) == (1, 0)
+            # A silent server is noticed after the pool's idle timeout, not the 60 s default.
+            sockjs_router.freeze()
+            try:
+                await wait_until(lambda: stats.drops >= 1, seconds=IDLE_TIMEOUT * 3)
+            finally:
+                sockjs_router.thaw()
+            await wait_until(lambda: stats.opens >= 2)
