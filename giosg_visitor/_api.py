@@ -26,6 +26,7 @@ from typing import Any, Final, final
 import httpx
 
 from ._clock import Clock
+from ._facts import API_PREFIX
 from ._http import (
     MIN_ATTEMPT_SECONDS,
     USER_AGENT,
@@ -107,10 +108,10 @@ class VisitorAPI:
     # Paths ------------------------------------------------------------------------------
 
     def _room_path(self, room_id: str) -> str:
-        return f"/api/v5/public/orgs/{self._org}/rooms/{_segment(room_id)}"
+        return f"{API_PREFIX}/orgs/{self._org}/rooms/{_segment(room_id)}"
 
     def _visitor_path(self) -> str:
-        return f"/api/v5/public/visitors/{self._visitor_id()}"
+        return f"{API_PREFIX}/visitors/{self._visitor_id()}"
 
     def chats_channel(self) -> str:
         """The real-time channel of this visitor's chats."""

@@ -26,6 +26,7 @@ import attrs
 import httpx
 
 from ._clock import Clock
+from ._facts import API_PREFIX
 from ._http import (
     MIN_ATTEMPT_SECONDS as _MIN_ATTEMPT,
     USER_AGENT,
@@ -557,7 +558,7 @@ class VisitorSession:
         return token
 
     async def _post_auth(self, secret: Secret | None) -> AuthSession:
-        url = self._base_url.join(f"/api/v5/public/orgs/{self.organization_id}/auth")
+        url = self._base_url.join(f"{API_PREFIX}/orgs/{self.organization_id}/auth")
         body = {"visitor_secret_id": secret.reveal() if secret is not None else None}
         with map_http_errors("visitor auth"):
             request = self._client.build_request(

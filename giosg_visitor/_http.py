@@ -21,6 +21,7 @@ import anyio
 import attrs
 import httpx
 
+from . import _facts
 from ._renewal import RetryPolicy, parse_retry_after
 from .errors import (
     APIError,
@@ -54,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger("giosg_visitor")
 
-DEFAULT_BASE_URL: Final = "https://service.giosg.com"
+DEFAULT_BASE_URL: Final = _facts.DEFAULT_BASE_URL
 USER_AGENT: Final = "giosg-visitor-python"
 
 #: The least a retry gets when little of the retry deadline is left: an attempt with

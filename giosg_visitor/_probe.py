@@ -36,6 +36,7 @@ import httpx
 
 from ._api import VisitorAPI
 from ._clock import SystemClock
+from ._facts import API_PREFIX
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
 from ._redact import redact
 from ._renewal import RetryPolicy
@@ -582,7 +583,7 @@ def _auth_step(
     *,
     error: GiosgError | OSError | None,
 ) -> HttpStep:
-    response = responses.by_path.get(f"/api/v5/public/orgs/{organization_id}/auth")
+    response = responses.by_path.get(f"{API_PREFIX}/orgs/{organization_id}/auth")
     status = response.status_code if response is not None else None
     headers = select_headers(response.headers) if response is not None else ()
     if error is None:

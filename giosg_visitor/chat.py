@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import anyio
 
 from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
-from ._facts import choice_body
+from ._facts import MEMBER_ID_KEY, choice_body
 from .errors import (
     APIError,
     ChatEndedError,
@@ -495,13 +495,13 @@ def _raw_member(member: Membership) -> dict[str, Any]:
 
 
 def _merge_member(known: dict[str, dict[str, Any]], event: Change) -> Membership | None:
-    member_id = event.resource_id or (event.resource or {}).get("member_id")
+    member_id = event.resource_id or (event.resource or {}).get(MEMBER_ID_KEY)
     if not isinstance(member_id, str):
         return None
     if event.action == "removed":
         known.pop(member_id, None)
         return None
-    merged = {**known.get(member_id, {}), **(event.resource or {}), "member_id": member_id}
+    merged = {**known.get(member_id, {}), **(event.resource or {}), MEMBER_ID_KEY: member_id}
     try:
         member = Membership.from_api(merged)
     except ProtocolError as exc:

@@ -23,6 +23,7 @@ import anyio
 
 from ._demo import DEMO_ORG_ID, DEMO_ROOM_ID, ChatOptions, CommandError, run_chat, run_demo
 from ._extras import TRIO_HINT, missing_module
+from ._http import DEFAULT_BASE_URL
 from ._paths import user_state_dir
 from ._probe import add_probe_arguments, run_probe_command
 from .errors import GiosgError
@@ -97,7 +98,7 @@ def _add_chat(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--room", default=os.environ.get("GIOSG_ROOM_ID"), help="room id ($GIOSG_ROOM_ID)"
     )
     where = chat.add_mutually_exclusive_group()
-    where.add_argument("--base-url", help="API origin (default: https://service.giosg.com)")
+    where.add_argument("--base-url", help=f"API origin (default: {DEFAULT_BASE_URL})")
     where.add_argument("--fake", action="store_true", help="chat with an embedded fake Giosg")
     chat.add_argument(
         "--store",

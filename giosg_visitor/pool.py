@@ -15,7 +15,8 @@ import httpx
 
 from ._auth import InvalidSecretPolicy
 from ._clock import Clock, SystemClock
-from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
+from ._facts import SocketStrategy
+from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
 from ._renewal import RenewalPolicy, RetryPolicy
 from .errors import ClosedError
 from .realtime import ReconnectPolicy
@@ -35,15 +36,18 @@ class VisitorOptions(TypedDict, total=False):
     """
 
     timeouts: Timeouts | None
+    limits: ResponseLimits | None
     renewal: RenewalPolicy | None
     retry: RetryPolicy | None
     on_invalid_secret: InvalidSecretPolicy
     realtime: bool
-    socket_strategy: Literal["raw", "sockjs", "as_is"]
+    socket_strategy: SocketStrategy
+    socket_framing: Literal["auto", "raw", "sockjs"]
     socket_hosts: Sequence[str]
     reconnect: ReconnectPolicy | None
     ping_interval: float | None
     ping_timeout: float
+    socket_idle_timeout: float | None
     presence_expires_in: int
     rng: Callable[[], float]
 
@@ -110,7 +114,8 @@ class VisitorPool:
         clock: Time source (tests pass a ``FakeClock``).
         **visitor_options: Passed to every :class:`~giosg_visitor.Visitor`: the keys of
             :class:`VisitorOptions` (``realtime``, ``renewal``, ``retry``, ``timeouts``,
-            ...). A misspelt or invalid option raises here, not at first use.
+            ``socket_strategy``, ``socket_idle_timeout``, ...). A misspelt or invalid
+            option raises here, not at first use.
 
     Raises:
         TypeError: An unknown visitor option (the message suggests the closest name), or

@@ -20,6 +20,7 @@ import httpx
 from ._api import VisitorAPI
 from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
 from ._clock import Clock, SystemClock
+from ._facts import SocketStrategy
 from ._host import spawn_root_task
 from ._http import (
     DEFAULT_BASE_URL,
@@ -103,13 +104,23 @@ class Visitor:
             :attr:`identity_change`.
         realtime: Open the real-time socket (default). Without it, chats still work
             over REST but nothing is live.
-        socket_strategy: How ``socket_url`` becomes a WebSocket URL: ``"raw"``
-            (``<socket_url>/websocket``, default), ``"sockjs"`` or ``"as_is"``.
+        socket_strategy: How ``socket_url`` becomes a WebSocket URL: ``"auto"``
+            (default) tries ``"raw"`` (``<socket_url>/websocket``), then ``"sockjs"``
+            (``<socket_url>/<server>/<session>/websocket``), then ``"as_is"``
+            (``socket_url`` itself), and remembers per socket host what worked; or one
+            of those three explicitly.
+        socket_framing: ``"auto"`` (default: SockJS framing on the ``"sockjs"`` URL, one
+            JSON message per frame otherwise), ``"raw"`` or ``"sockjs"``.
         socket_hosts: Host patterns ``socket_url`` may point to (giosg.com hosts by
             default; loopback is always allowed for tests).
         reconnect: Socket reconnect backoff.
         ping_interval: Seconds between socket keepalive pings (``None``: off).
         ping_timeout: Seconds a pong may take before the link counts as dead.
+        socket_idle_timeout: Seconds without any inbound socket frame (data, SockJS
+            heartbeat, WebSocket ping or pong) after which the socket is dropped and
+            reopened (``None``: off). Every frame counts, so a quiet healthy socket is
+            never dropped; on a raw endpoint the watchdog waits at least ``ping_interval +
+            ping_timeout``.
         presence_expires_in: Room presence lifetime sent by :meth:`join_room`.
         clock: The time source (tests pass ``giosg_visitor.testing.FakeClock``).
         rng: Random draws in ``[0, 1)`` for jitter.
@@ -144,7 +155,9 @@ class Visitor:
         "_rooms_joined",
         "_session",
         "_shared_client",
+        "_socket_framing",
         "_socket_hosts",
+        "_socket_idle_timeout",
         "_socket_strategy",
         "_socket_token",
         "_stack",
@@ -167,11 +180,13 @@ class Visitor:
         retry: RetryPolicy | None = None,
         on_invalid_secret: InvalidSecretPolicy = "raise",
         realtime: bool = True,
-        socket_strategy: Literal["raw", "sockjs", "as_is"] = "raw",
+        socket_strategy: SocketStrategy = "auto",
+        socket_framing: Literal["auto", "raw", "sockjs"] = "auto",
         socket_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
         reconnect: ReconnectPolicy | None = None,
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
+        socket_idle_timeout: float | None = 60.0,
         presence_expires_in: int = 60,
         clock: Clock | None = None,
         rng: Callable[[], float] = random.random,
@@ -192,11 +207,13 @@ class Visitor:
         self._clock = clock or SystemClock()
         self._rng = rng
         self._realtime_enabled = realtime
-        self._socket_strategy: Literal["raw", "sockjs", "as_is"] = socket_strategy
+        self._socket_strategy: SocketStrategy = socket_strategy
+        self._socket_framing: Literal["auto", "raw", "sockjs"] = socket_framing
         self._socket_hosts = tuple(socket_hosts)
         self._reconnect = reconnect
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._socket_idle_timeout = socket_idle_timeout
         if presence_expires_in < 1:
             raise ValueError("presence_expires_in must be at least 1 second")
         self._presence_expires_in = presence_expires_in
@@ -338,13 +355,16 @@ class Visitor:
                         socket_url=lambda: self.socket_url,
                         token_provider=self._fresh_socket_token,
                         renew_token=self.renew,
+                        token_refused=self._socket_token_refused,
                         clock=self._clock,
                         reconnect=self._reconnect,
                         strategy=self._socket_strategy,
+                        framing=self._socket_framing,
                         allowed_hosts=self._socket_hosts,
                         open_timeout=self._timeouts.socket_open,
                         ping_interval=self._ping_interval,
                         ping_timeout=self._ping_timeout,
+                        idle_timeout=self._socket_idle_timeout,
                         close_timeout=self._timeouts.close,
                     )
                 )
@@ -584,6 +604,28 @@ class Visitor:
         self._socket_token = token
         return token
 
+    async def _socket_token_refused(self, refused: Secret) -> bool:
+        """The server refused ``refused`` in a ``sub``: renew it, as after an HTTP 401.
+
+        Returns ``False`` (the refusal is final) when the token was issued a moment ago:
+        renewing could not help, and the renewal spacing would only delay the answer.
+        """
+        session = self._require_session()
+        current = session.current
+        if current is None:
+            return False
+        if current.access_token != refused:
+            return True  # renewed meanwhile: try the newer token
+        issued = current.times
+        age = self._clock.monotonic() - issued.issued_at
+        if not current.restored and age < self._renewal.spacing(issued.lifetime):
+            return False
+        logger.info("the server refused the socket token; renewing it")
+        renewed = await session.renew(stale=current)
+        # A rejected secret may have started a new visitor (on_invalid_secret): the
+        # refused channel named the old one, so no token can make it valid again.
+        return renewed.session.visitor_id == current.session.visitor_id
+
     async def _reauthorize_socket(self, session: VisitorSession) -> None:
         current = session.current
         if self._connection is None or current is None:
@@ -658,12 +700,16 @@ class Visitor:
                         await subscription.wait_subscribed()
                     except SubscriptionError:
                         token = session.current
-                        if token is None or not token.restored:
+                        renamed = api.chats_channel() != subscription.channel
+                        if token is None or not (token.restored or renamed):
                             raise
                         # A token reused from the store that the server no longer accepts
-                        # (revoked or unknown): renew; a rejected secret fails the start typed.
+                        # (revoked or unknown): renew (unless the connection already did
+                        # and a new visitor started); a rejected secret fails the start
+                        # typed.
                         await subscription.aclose()
-                        await session.renew(stale=token)
+                        if not renamed:
+                            await session.renew(stale=token)
                         # The channel names the visitor: it changes with an identity change.
                         subscription = connection.subscribe(api.chats_channel())
                         await subscription.wait_subscribed()

@@ -16,8 +16,11 @@ with short heartbeats)::
             ...
             await sockjs_router.publish(channel, "added", {"id": "1"})
             await sockjs_router.refuse(tokens=[token])  # or refuse(next=1)
-            await sockjs_router.drop(code=1011)
-            stats = await sockjs_router.stats()
+            await sockjs_router.serve_raw("404")  # no raw endpoint: "auto" moves on
+            await sockjs_router.drop()  # close every connection (code 3000)
+            sockjs_router.freeze()  # a silent server: sockets stay open, no frame...
+            sockjs_router.thaw()  # ...until this
+            stats = await sockjs_router.stats()  # connections by protocol, subs, refusals
 
 For other settings use :func:`start_sockjs_router` (a context manager) directly.
 
@@ -34,13 +37,14 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final, Literal, NoReturn
 
 import anyio.to_thread
 import pytest
@@ -130,7 +134,10 @@ class SockJSRouter:
         heartbeat: The SockJS heartbeat delay, seconds.
     """
 
-    def __init__(self, port: int, *, prefix: str, heartbeat: float) -> None:
+    def __init__(
+        self, port: int, *, prefix: str, heartbeat: float, process: subprocess.Popen[bytes]
+    ) -> None:
+        self._process = process
         self.control_url = f"http://127.0.0.1:{port}"
         self.socket_url = f"{self.control_url}{prefix}"
         self.heartbeat = heartbeat
@@ -194,10 +201,26 @@ class SockJSRouter:
             body["next"] = next
         await self.control("refuse", body)
 
-    async def drop(self, *, code: int = 1011, reason: str = "dropped by the test") -> int:
-        """Close every connection with ``code``; how many there were."""
+    async def serve_raw(self, mode: Literal["serve", "404", "200", "close"]) -> None:
+        """How the raw endpoint ``<socket_url>/websocket`` answers from now on.
+
+        ``"serve"`` (default), ``"404"`` (a deployment without it), ``"200"`` (a 200
+        without upgrade) or ``"close"`` (the WebSocket opens and is closed at once).
+        """
+        await self.control("config", {"raw": mode})
+
+    async def drop(self, *, code: int = 3000, reason: str = "dropped by the test") -> int:
+        """Close every connection with ``code`` (1000 or 3000-4999); how many there were."""
         answer = await self.control("drop", {"code": code, "reason": reason})
         return int(answer["dropped"])
+
+    def freeze(self) -> None:
+        """Stop the node process (SIGSTOP): sockets stay open, nothing is sent or read."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Let a frozen node process run again (SIGCONT)."""
+        self._process.send_signal(signal.SIGCONT)
 
     async def stats(self) -> dict[str, Any]:
         """The router's counters (connections by protocol, subs, refusals, deliveries)."""
@@ -247,9 +270,10 @@ def start_sockjs_router(
         port = _read_port(process)
         # Keep draining stderr so that a chatty node never blocks on a full pipe.
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
-        yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat)
+        yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat, process=process)
     finally:
         if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
             process.terminate()
             try:
                 process.wait(timeout=5)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
+from giosg_visitor.realtime.connection import forget_discovered_strategies
 from giosg_visitor.testing import FakeGiosg
 
 from ._helpers import ROOM_ID
@@ -38,6 +39,16 @@ async def giosg() -> AsyncIterator[FakeGiosg]:
     """
     async with FakeGiosg(rooms=[ROOM_ID]) as fake:
         yield fake
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_socket_strategy() -> None:
+    """Every test starts without a remembered socket strategy, as a fresh process does.
+
+    Ports are reused between tests: a strategy one test's server taught the process must
+    not steer the next test's connections.
+    """
+    forget_discovered_strategies()
 
 
 @pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])

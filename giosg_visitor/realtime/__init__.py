@@ -26,6 +26,7 @@ from .connection import (
     ConnectionState as ConnectionState,
     ConnectionStats as ConnectionStats,
     RealtimeConnection as RealtimeConnection,
+    StrategyRefusal as StrategyRefusal,
     Subscription as Subscription,
 )
 from .events import (
@@ -71,6 +72,7 @@ __all__ = [
     "ProtocolEvent",
     "ProtocolStats",
     "RealtimeConnection",
+    "StrategyRefusal",
     "RealtimeProtocol",
     "ReconnectPolicy",
     "Reconnected",

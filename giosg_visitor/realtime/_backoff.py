@@ -1,7 +1,7 @@
 """Pure reconnect maths: when to retry, and whether to retry at all.
 
 No I/O, no clock reads, no hidden randomness: "now" and every random draw are arguments.
-The numbers follow ``shared/research/reliability.md`` §2.5 and T11/T14:
+The numbers:
 
 * first retry after an unexpected drop in U(0, 1 s); then full jitter
   U(0, min(30 s, 1 s * 2**n)); the counter resets after 60 s of stable connection;
@@ -20,6 +20,8 @@ from typing import Final, final
 
 import attrs
 
+from giosg_visitor import _facts
+
 
 __all__ = [
     "AUTH_CLOSE_CODES",
@@ -34,16 +36,14 @@ __all__ = [
     "classify_handshake",
 ]
 
-#: Close codes that mean "your credential was rejected" (giosg codes are undocumented;
-#: these are the conventional 4000-range spellings of 401 and 403).
-AUTH_CLOSE_CODES: Final[frozenset[int]] = frozenset({4001, 4003, 4401, 4403})
+#: Close codes that mean "your credential was rejected" (see :mod:`giosg_visitor._facts`).
+AUTH_CLOSE_CODES: Final[frozenset[int]] = _facts.AUTH_CLOSE_CODES
 
-#: Close codes that mean "one side broke the protocol" (RFC 6455: protocol error,
-#: unsupported data, invalid payload, message too big).
-PROTOCOL_CLOSE_CODES: Final[frozenset[int]] = frozenset({1002, 1003, 1007, 1009})
+#: Close codes that mean "one side broke the protocol" (RFC 6455).
+PROTOCOL_CLOSE_CODES: Final[frozenset[int]] = _facts.PROTOCOL_CLOSE_CODES
 
 #: HTTP statuses of a refused handshake that are worth retrying with backoff.
-_RETRYABLE_STATUSES: Final[frozenset[int]] = frozenset({408, 425, 429, 500, 502, 503, 504})
+_RETRYABLE_STATUSES: Final[frozenset[int]] = _facts.RETRYABLE_HANDSHAKE_STATUSES
 
 
 class CloseAction(enum.Enum):
@@ -114,7 +114,7 @@ def classify_handshake(status: int, retry_after: float | None = None) -> Verdict
         status: The HTTP status.
         retry_after: The parsed ``Retry-After``, seconds, if the response had one.
     """
-    if status in (401, 403):
+    if status in _facts.AUTH_HANDSHAKE_STATUSES:
         return Verdict(kind=FailureKind.AUTH)
     if status in _RETRYABLE_STATUSES or 500 <= status < 600:
         wait = retry_after if status in (429, 503) else None

@@ -53,6 +53,7 @@ from giosg_visitor.errors import (
 __all__ = [
     "BinaryFrameError",
     "HandshakeRejectedError",
+    "RedirectRefusedError",
     "SocketConnection",
     "SocketTransport",
     "WebSocketTransport",
@@ -82,12 +83,30 @@ class HandshakeRejectedError(RealtimeError):
         self.retry_after = retry_after
 
 
+class RedirectRefusedError(UntrustedEndpointError):
+    """The socket endpoint answered the handshake with a redirect (never followed).
+
+    Attributes:
+        status_code: The HTTP status (3xx).
+    """
+
+    def __init__(self, message: str, *, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
 class BinaryFrameError(ProtocolError):
     """A binary frame arrived on the text-only message-router protocol (it is skipped)."""
 
 
 class SocketConnection(Protocol):
-    """One open WebSocket, as the real-time connection uses it."""
+    """One open WebSocket, as the real-time connection uses it.
+
+    A socket may also offer ``watch_frames(callback)`` (as the default transport's do):
+    ``callback(kind)`` for every inbound frame, control frames included. The connection
+    then counts pings and pongs as signs of life; without it, only what :meth:`recv`
+    returns and answered pings count.
+    """
 
     async def send(self, text: str) -> None:
         """Send one text frame."""
@@ -201,7 +220,7 @@ class WebSocketTransport:
         if backend == "trio":
             manager = _trio_connect(url, kwargs)
         else:
-            manager = _AsyncioConnect(url, **kwargs)
+            manager = _AsyncioConnect(url, create_connection=_AsyncioClientConnection, **kwargs)
         try:
             ws = await manager.__aenter__()
         except Exception as exc:
@@ -232,9 +251,10 @@ class WebSocketTransport:
         if isinstance(exc, InvalidStatus):
             status = exc.response.status_code
             if 300 <= status < 400:
-                return UntrustedEndpointError(
+                return RedirectRefusedError(
                     f"the socket endpoint answered with a redirect (HTTP {status}); "
-                    "redirects are not followed"
+                    "redirects are not followed",
+                    status_code=status,
                 )
             header = exc.response.headers.get("Retry-After")
             now = self._wall_time() if self._wall_time is not None else 0.0
@@ -258,6 +278,38 @@ class WebSocketTransport:
         return exc
 
 
+#: Frame kinds reported to a :meth:`_WebSocket.watch_frames` callback.
+_FRAME_KINDS: Final = {
+    Opcode.TEXT: "text",
+    Opcode.BINARY: "binary",
+    Opcode.CONT: "continuation",
+    Opcode.PING: "ping",
+    Opcode.PONG: "pong",
+    Opcode.CLOSE: "close",
+}
+
+
+def _report_frame(connection: Any, event: object) -> None:
+    """Tell the connection's frame watcher (if any) that a frame arrived."""
+    watcher = connection.frame_watcher
+    if watcher is not None and isinstance(event, Frame):
+        watcher(_FRAME_KINDS.get(event.opcode, "other"))
+
+
+class _AsyncioClientConnection(websockets.asyncio.client.ClientConnection):
+    """websockets' asyncio connection that reports every inbound frame, control frames too.
+
+    websockets answers pings and consumes pongs itself; a server that heartbeats with
+    WebSocket pings (sockjs-node does) would otherwise look silent to us.
+    """
+
+    frame_watcher: Callable[[str], None] | None = None
+
+    def process_event(self, event: Any) -> None:
+        super().process_event(event)
+        _report_frame(self, event)
+
+
 class _AsyncioConnect(websockets.asyncio.client.connect):
     """websockets' asyncio ``connect`` that never follows a redirect."""
 
@@ -268,13 +320,22 @@ class _AsyncioConnect(websockets.asyncio.client.connect):
 def _trio_connect(url: str, kwargs: dict[str, Any]) -> AbstractAsyncContextManager[Any]:
     import websockets.trio.client
 
+    class _TrioClientConnection(websockets.trio.client.ClientConnection):
+        """websockets' trio connection that reports every inbound frame (see asyncio's)."""
+
+        frame_watcher: Callable[[str], None] | None = None
+
+        def process_event(self, event: Any) -> None:
+            super().process_event(event)
+            _report_frame(self, event)
+
     class _TrioConnect(websockets.trio.client.connect):
         """websockets' trio ``connect`` that never follows a redirect."""
 
         def process_redirect(self, exc: Exception) -> Exception | str:
             return exc
 
-    return _TrioConnect(url, **kwargs)
+    return _TrioConnect(url, create_connection=_TrioClientConnection, **kwargs)
 
 
 @final
@@ -289,6 +350,15 @@ class _WebSocket:
 
     def __repr__(self) -> str:
         return f"<_WebSocket backend={self._backend} closed={self._closed}>"
+
+    def watch_frames(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback(kind)`` for every inbound frame, control frames included.
+
+        ``kind`` is ``"text"``, ``"binary"``, ``"continuation"``, ``"ping"``, ``"pong"`` or
+        ``"close"``. It runs inside websockets' frame processing: it must not block or
+        raise. ``None`` stops watching.
+        """
+        self._ws.frame_watcher = callback
 
     async def send(self, text: str) -> None:
         try:

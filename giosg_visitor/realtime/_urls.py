@@ -2,11 +2,14 @@
 
 The auth response gives ``socket_url`` as an ``https://`` URL (for example
 ``https://messagerouter.giosg.com/003/2/router``) and the docs never say which path to
-open (``shared/giosg-visitor-api.md`` §3.5, §5 question 1). Three strategies:
+open. Three URL derivations (see :mod:`giosg_visitor._facts`):
 
-* ``"raw"`` (default): ``wss://<host><path>/websocket``, the SockJS raw endpoint;
-* ``"sockjs"``: ``wss://<host><path>/<3 digits>/<session>/websocket``, SockJS framing;
+* ``"raw"`` (default here): ``wss://<host><path>/websocket``, the SockJS raw endpoint;
+* ``"sockjs"``: ``wss://<host><path>/<3 digits>/<session>/websocket``, for SockJS framing;
 * ``"as_is"``: ``socket_url`` itself with the scheme switched to ``wss``.
+
+The connection's ``"auto"`` strategy tries them in that order (see
+:class:`~giosg_visitor.realtime.RealtimeConnection`); framing is a separate setting.
 
 The socket will carry the access token (inside ``sub`` messages), so the URL is checked
 before any byte is sent; see :func:`check_socket_url`. The token never goes into a URL.
@@ -22,23 +25,31 @@ from collections.abc import Sequence
 from typing import Final, Literal, TypeAlias
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+from giosg_visitor._facts import (
+    DEFAULT_SOCKET_HOSTS,
+    RAW_ENDPOINT_SUFFIX,
+    URL_DERIVATIONS,
+    SocketStrategy,
+)
 from giosg_visitor.errors import UntrustedEndpointError
 
 
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
+    "SocketStrategy",
     "Strategy",
     "check_socket_url",
     "host_allowed",
     "is_loopback",
     "socket_endpoint",
+    "socket_host",
 ]
 
-#: How to turn ``socket_url`` into a WebSocket endpoint.
+#: How to turn ``socket_url`` into a WebSocket endpoint (one URL derivation).
 Strategy: TypeAlias = Literal["raw", "sockjs", "as_is"]
 
 #: Hosts a ``socket_url`` may point to unless configured otherwise.
-DEFAULT_ALLOWED_HOSTS: Final[tuple[str, ...]] = ("giosg.com", "*.giosg.com")
+DEFAULT_ALLOWED_HOSTS: Final[tuple[str, ...]] = DEFAULT_SOCKET_HOSTS
 
 _SCHEMES: Final = {"https": "wss", "wss": "wss", "http": "ws", "ws": "ws"}
 _SECURE: Final = frozenset({"https", "wss"})
@@ -71,19 +82,30 @@ def socket_endpoint(
         UntrustedEndpointError: The URL is not safe to send a token to.
         ValueError: ``strategy`` is unknown.
     """
-    if strategy not in ("raw", "sockjs", "as_is"):
+    if strategy not in URL_DERIVATIONS:
         raise ValueError(f"strategy must be 'raw', 'sockjs' or 'as_is', not {strategy!r}")
     parts = check_socket_url(socket_url, allowed_hosts=allowed_hosts)
     scheme = _SCHEMES[parts.scheme.lower()]
     path = parts.path
     if strategy == "raw":
-        path = f"{path.rstrip('/')}/websocket"
+        path = f"{path.rstrip('/')}{RAW_ENDPOINT_SUFFIX}"
     elif strategy == "sockjs":
         draw = rng if rng is not None else random.Random()
         server_id = f"{draw.randrange(1000):03d}"
         session = "".join(draw.choice(_SESSION_ALPHABET) for _ in range(_SESSION_LENGTH))
         path = f"{path.rstrip('/')}/{server_id}/{session}/websocket"
     return urlunsplit((scheme, parts.netloc, path or "/", parts.query, ""))
+
+
+def socket_host(socket_url: str) -> str:
+    """The key under which the working strategy for ``socket_url`` is remembered.
+
+    The host and port, lower-cased (``""`` when the URL cannot be split).
+    """
+    try:
+        return urlsplit(socket_url).netloc.lower()
+    except ValueError:
+        return ""
 
 
 def check_socket_url(

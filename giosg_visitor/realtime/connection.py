@@ -17,11 +17,14 @@ What it does for you:
 * **Pipelined subscriptions.** ``sub`` messages are written by one writer task as soon as
   they are queued; :meth:`~RealtimeConnection.subscribe_many` sends all of them before the
   first acknowledgement comes back (one round trip for N channels).
-* **Keepalive.** A ping every ``ping_interval``; no pong within ``ping_timeout`` (in SockJS
-  mode: no pong and no frame at all) drops the socket. In SockJS mode the connection also
-  drops the socket when nothing at all arrives for ``sockjs_idle_timeout``.
+* **Keepalive.** A ping every ``ping_interval``; no pong and no frame at all within
+  ``ping_timeout`` drops the socket. An idle watchdog also drops it when nothing at all
+  arrives for ``idle_timeout``. Every inbound frame counts, control frames included: a
+  server may heartbeat with SockJS ``h`` frames or with WebSocket pings (sockjs-node does
+  the latter), and our own pings' pongs count too, so a quiet healthy socket is never
+  dropped.
 * **Reconnect** with full-jitter backoff (:class:`~giosg_visitor.realtime.ReconnectPolicy`),
-  close codes and refused handshakes classified per ``reliability.md`` T14. Each new
+  close codes and refused handshakes classified (:mod:`giosg_visitor._facts`). Each new
   socket gets the freshest token from ``token_provider`` and resubscribes every channel in
   one batch. When a channel that was confirmed before is confirmed again, a
   :class:`~giosg_visitor.realtime.events.Resubscribed` marker goes into each of its
@@ -46,7 +49,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, NoReturn, Self, final
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Self, final
 
 import anyio
 import anyio.abc
@@ -55,6 +58,15 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from giosg_visitor._clock import Clock, SystemClock
+from giosg_visitor._facts import (
+    AUTH_HANDSHAKE_STATUSES,
+    RETRYABLE_HANDSHAKE_STATUSES,
+    SOCKET_STRATEGIES,
+    URL_DERIVATIONS,
+    RefusalKind,
+    SocketStrategy,
+    UrlDerivation,
+)
 from giosg_visitor._redact import redact
 from giosg_visitor._secret import Secret
 from giosg_visitor.errors import (
@@ -77,11 +89,12 @@ from ._backoff import (
 from ._transport import (
     BinaryFrameError,
     HandshakeRejectedError,
+    RedirectRefusedError,
     SocketConnection,
     SocketTransport,
     WebSocketTransport,
 )
-from ._urls import DEFAULT_ALLOWED_HOSTS, Strategy, socket_endpoint
+from ._urls import DEFAULT_ALLOWED_HOSTS, socket_endpoint, socket_host
 from .events import (
     Change,
     Closed,
@@ -97,10 +110,17 @@ from .events import (
     SubscribeFailed,
     SubscriptionEvent,
 )
-from .protocol import ProtocolStats, RealtimeProtocol
+from .protocol import Framing, ProtocolStats, RealtimeProtocol
 
 
-__all__ = ["ConnectionState", "ConnectionStats", "RealtimeConnection", "Subscription"]
+__all__ = [
+    "ConnectionState",
+    "ConnectionStats",
+    "RealtimeConnection",
+    "StrategyRefusal",
+    "Subscription",
+    "forget_discovered_strategies",
+]
 
 logger = logging.getLogger("giosg_visitor.realtime")
 
@@ -115,6 +135,65 @@ _CHECKPOINT_EVERY: Final = 64
 _READER_PACE: Final = 64
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
+#: In "auto", a socket closed this soon after opening, before the server said anything
+#: in the protocol, refuses the strategy.
+_CLOSED_AFTER_OPEN: Final = 2.0
+#: What "auto" found working, per socket host, for this process.
+_DISCOVERED: dict[str, UrlDerivation] = {}
+#: A refusal of a token a refusal-triggered renewal issued less than this long ago is
+#: final (a SubscriptionError): renewing again could not help. (The renewal spacing
+#: of a visitor's session, 5 s by default, plays the same part.)
+_FRESH_TOKEN_WINDOW: Final = 5.0
+
+
+def forget_discovered_strategies() -> None:
+    """Forget which strategy worked for which socket host (the next "auto" probes again)."""
+    _DISCOVERED.clear()
+
+
+@final
+@attrs.frozen(kw_only=True)
+class StrategyRefusal:
+    """One socket strategy the ``"auto"`` strategy tried and the server refused.
+
+    Attributes:
+        strategy: ``"raw"``, ``"sockjs"`` or ``"as_is"``.
+        kind: ``"http_status"`` (an HTTP status instead of 101), ``"no_upgrade"`` (a 2xx
+            without upgrade), ``"redirect"`` (never followed), ``"closed_after_open"``
+            (closed before the server said anything), ``"no_sockjs_open"`` (SockJS framing
+            without an ``o`` frame).
+        status: The HTTP status, for the handshake refusals.
+        code: The close code, for the refusals after open.
+    """
+
+    strategy: str
+    kind: RefusalKind
+    status: int | None = None
+    code: int | None = None
+
+    def describe(self) -> str:
+        """A short human-readable account, e.g. ``"HTTP 404"``."""
+        if self.kind == "http_status":
+            return f"HTTP {self.status}"
+        if self.kind == "no_upgrade":
+            return f"HTTP {self.status} without upgrade"
+        if self.kind == "redirect":
+            return f"redirect (HTTP {self.status}), not followed"
+        if self.kind == "no_sockjs_open":
+            return "no SockJS open frame"
+        return f"closed right after open (code {self.code})"
+
+
+@attrs.define(kw_only=True)
+class _Attempt:
+    """One connection attempt: its strategy and what it has shown."""
+
+    strategy: UrlDerivation
+    host: str
+    #: Trying the strategy without knowing it works ("auto" and nothing remembered).
+    probing: bool = False
+    opened_at: float | None = None
+    alive: bool = False
 
 
 class ConnectionState(enum.Enum):
@@ -140,6 +219,8 @@ class ConnectionStats:
         drops: Sockets lost or attempts failed.
         binary_frames: Binary frames skipped.
         dropped_notifications: Notifications dropped because a subscription's buffer was full.
+        refusals: ``sub`` messages the server refused.
+        refusals_recovered: Refused channels confirmed again after a token renewal.
         unrouted: Notifications for channels nobody is subscribed to.
         protocol: The protocol's parse counters.
     """
@@ -148,6 +229,8 @@ class ConnectionStats:
     drops: int = 0
     binary_frames: int = 0
     dropped_notifications: int = 0
+    refusals: int = 0
+    refusals_recovered: int = 0
     unrouted: int = 0
     protocol: ProtocolStats = attrs.field(factory=ProtocolStats)
 
@@ -469,7 +552,10 @@ class _Channel:
     queries: set[int] = attrs.field(factory=set)
     acked: bool = False
     confirmed_before: bool = False
+    #: A refused ``sub`` was retried (with a renewed token) on this socket.
     retried: bool = False
+    #: Refusals since the channel was last confirmed (recovered by the next confirmation).
+    pending_refusals: int = 0
 
 
 @attrs.define(kw_only=True)
@@ -495,6 +581,8 @@ class _Op:
     channel: str
     reauth: _Reauth | None = attrs.field(default=None, eq=False)
     old_token: Secret | None = attrs.field(default=None, eq=False, repr=False)
+    #: The server's reason for the refusal a retry answers.
+    reason: str | None = attrs.field(default=None, eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -564,19 +652,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             needed. Called once per batch of ``sub`` messages (each new socket, each
             :meth:`reauthorize`).
         renew_token: Called when the server rejected our credential (auth close code,
-            handshake 401/403) to force a renewal before reconnecting. Optional.
+            handshake 401/403, a refused ``sub``) to force a renewal before reconnecting
+            or subscribing again. Optional.
+        token_refused: Called with the token of a refused ``sub`` instead of
+            ``renew_token``: renew it (single-flight) and return ``True``, or return
+            ``False`` when renewing cannot help (the token was issued a moment ago), which
+            makes the refusal a :class:`~giosg_visitor.errors.SubscriptionError`.
+            Optional.
         clock: Time source for backoff and keepalive (``SystemClock`` by default).
         reconnect: Backoff and escalation numbers.
-        strategy: ``"raw"`` (``<socket_url>/websocket``, default), ``"sockjs"`` (SockJS
-            framing) or ``"as_is"``; see :mod:`giosg_visitor.realtime._urls`.
+        strategy: Where to connect: ``"raw"`` (``<socket_url>/websocket``, default),
+            ``"sockjs"`` (``<socket_url>/<server>/<session>/websocket``), ``"as_is"``
+            (``socket_url`` itself), or ``"auto"``: try those in that order, moving on
+            when an endpoint refuses (an HTTP status on the handshake, a 200 without
+            upgrade, a redirect, a close right after open, no SockJS open frame), and
+            remember what worked per socket host for the process (reconnects do not probe
+            again; the choice is logged once at INFO).
+        framing: ``"raw"`` (one JSON message per frame), ``"sockjs"`` (SockJS frames), or
+            ``"auto"`` (default): SockJS framing for the ``"sockjs"`` URL, raw otherwise.
         allowed_hosts: Host patterns ``socket_url`` may point to (loopback always allowed).
         rng: Randomness for jitter and SockJS session ids.
         open_timeout: Seconds for TCP + TLS + WebSocket handshake.
         ping_interval: Seconds between keepalive pings (``None`` disables keepalive).
         ping_timeout: Seconds to wait for the pong.
         close_timeout: Seconds for a closing handshake before the socket is dropped.
-        sockjs_idle_timeout: In SockJS mode, seconds without any frame (the server sends
-            ``h`` every 25 s) after which the socket is considered dead (``None``: off).
+        idle_timeout: Seconds without any inbound frame (data, heartbeat, ping or pong)
+            after which the socket is considered dead (``None``: off). In SockJS framing
+            the server heartbeats (every 25 s by default); otherwise only our own pings
+            guarantee traffic, so the watchdog then waits at least ``ping_interval +
+            ping_timeout`` and is off when ``ping_interval`` is ``None``.
+        sockjs_idle_timeout: The former name of ``idle_timeout`` (used when given).
         max_size: Largest incoming message, bytes (larger: the socket closes with 1009).
         max_buffer: Notifications buffered per subscription before dropping (see
             :class:`Subscription`).
@@ -587,6 +692,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     # Slots: 38 attributes would overflow a shared-key instance dict (1.6 KiB each).
     __slots__ = (
         "_allowed_hosts",
+        "_attempt",
+        "_candidate",
         "_channels",
         "_clock",
         "_close_timeout",
@@ -595,9 +702,11 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_exited",
         "_fatal",
         "_framing",
+        "_framing_setting",
+        "_fresh_token",
         "_has_opened",
+        "_idle_timeout",
         "_is_open",
-        "_last_rx",
         "_listeners",
         "_max_buffer",
         "_max_size",
@@ -608,18 +717,21 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_ping_timeout",
         "_query_tokens",
         "_reauths",
+        "_refusals",
         "_renew_token",
         "_rng",
+        "_rx_count",
         "_rx_pulse",
         "_socket_group",
         "_socket_scope",
         "_socket_url",
-        "_sockjs_idle_timeout",
         "_state",
         "_state_pulse",
         "_stats",
         "_strategy",
+        "_strategy_in_use",
         "_token_provider",
+        "_token_refused",
         "_tracker",
         "_transport",
         "_writer_args",
@@ -632,22 +744,29 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         socket_url: str | Callable[[], str],
         token_provider: Callable[[], Awaitable[Secret]],
         renew_token: Callable[[], Awaitable[object]] | None = None,
+        token_refused: Callable[[Secret], Awaitable[bool]] | None = None,
         clock: Clock | None = None,
         reconnect: ReconnectPolicy | None = None,
-        strategy: Strategy = "raw",
+        strategy: SocketStrategy = "raw",
+        framing: Literal["auto", "raw", "sockjs"] = "auto",
         allowed_hosts: Sequence[str] = DEFAULT_ALLOWED_HOSTS,
         rng: random.Random | None = None,
         open_timeout: float = 10.0,
         ping_interval: float | None = 20.0,
         ping_timeout: float = 20.0,
         close_timeout: float = 5.0,
-        sockjs_idle_timeout: float | None = 60.0,
+        idle_timeout: float | None = 60.0,
+        sockjs_idle_timeout: float | None = None,
         max_size: int = 2**20,
         max_buffer: int = 1000,
         transport: SocketTransport | None = None,
     ) -> None:
-        if strategy not in ("raw", "sockjs", "as_is"):
-            raise ValueError(f"strategy must be 'raw', 'sockjs' or 'as_is', not {strategy!r}")
+        if strategy not in SOCKET_STRATEGIES:
+            raise ValueError(
+                f"strategy must be one of {', '.join(SOCKET_STRATEGIES)}, not {strategy!r}"
+            )
+        if framing not in ("auto", "raw", "sockjs"):
+            raise ValueError(f"framing must be 'auto', 'raw' or 'sockjs', not {framing!r}")
         if max_buffer < 1:
             raise ValueError("max_buffer must be at least 1")
         if isinstance(allowed_hosts, str):
@@ -655,17 +774,28 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._socket_url = socket_url
         self._token_provider = token_provider
         self._renew_token = renew_token
+        self._token_refused = token_refused
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._tracker = ReconnectTracker(policy=reconnect or ReconnectPolicy())
-        self._strategy: Strategy = strategy
-        self._framing: str = "sockjs" if strategy == "sockjs" else "raw"
+        self._strategy: SocketStrategy = strategy
+        self._framing_setting: Literal["auto", "raw", "sockjs"] = framing
+        self._framing: Framing = self._framing_for("raw" if strategy == "auto" else strategy)
+        self._strategy_in_use: UrlDerivation | None = None
+        # "auto": the candidate being tried, and the refusals seen so far.
+        self._candidate = 0
+        self._refusals: list[StrategyRefusal] = []
+        self._attempt: _Attempt | None = None
         self._allowed_hosts = tuple(allowed_hosts)
         self._rng = rng if rng is not None else _SHARED_RNG
         self._open_timeout = open_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._close_timeout = close_timeout
-        self._sockjs_idle_timeout = sockjs_idle_timeout
+        if sockjs_idle_timeout is not None:
+            idle_timeout = sockjs_idle_timeout
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive (or None)")
+        self._idle_timeout = idle_timeout
         self._max_size = max_size
         self._max_buffer = max_buffer
         self._transport: SocketTransport = (
@@ -682,13 +812,16 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._reauths: list[_Reauth] = []
         self._listeners: list[ConnectionEvents] = []
         self._query_tokens: dict[int, Secret] = {}
+        # The token a refusal-triggered renewal issued, and when.
+        self._fresh_token: tuple[Secret, float] | None = None
         self._next_query = 1
         self._stats = ConnectionStats()
         # Per-socket state, valid while a socket is being served.
         self._is_open = False
         self._drop: _Drop | None = None
         self._socket_scope: anyio.CancelScope | None = None
-        self._last_rx = 0.0
+        #: Inbound frames on the current socket (a counter: cheaper than a clock read).
+        self._rx_count = 0
         # Created when first awaited (an anyio.Event costs ~0.9 KiB on asyncio).
         self._state_pulse: anyio.Event | None = None
         self._rx_pulse: anyio.Event | None = None
@@ -709,6 +842,16 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     def state(self) -> ConnectionState:
         """The current :class:`ConnectionState`."""
         return self._state
+
+    @property
+    def strategy(self) -> str | None:
+        """The URL derivation that worked (``"raw"``, ``"sockjs"``, ``"as_is"``), once known."""
+        return self._strategy_in_use
+
+    @property
+    def strategy_refusals(self) -> list[StrategyRefusal]:
+        """What ``"auto"`` tried and was refused, in order (empty once it is used up)."""
+        return list(self._refusals)
 
     @property
     def stats(self) -> ConnectionStats:
@@ -865,17 +1008,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
 
     async def _run_forever(self) -> None:
         while True:
+            socket_url = self._current_socket_url()
+            derivation = self._pick_derivation(socket_url)
+            self._framing = self._framing_for(derivation)
             try:
                 url = socket_endpoint(
-                    self._current_socket_url(),
-                    strategy=self._strategy,
+                    socket_url,
+                    strategy=derivation,
                     allowed_hosts=self._allowed_hosts,
                     rng=self._rng,
                 )
             except UntrustedEndpointError as exc:
                 self._fail(exc, code=None, reason="untrusted socket_url")
                 return
+            host = socket_host(socket_url)
+            self._attempt = _Attempt(
+                strategy=derivation,
+                host=host,
+                probing=self._strategy == "auto" and host not in _DISCOVERED,
+            )
             drop = await self._connect_and_serve(url)
+            if self._attempt.probing:
+                refusal = self._classify_refusal(self._attempt, drop)
+                if refusal is not None:
+                    self._refusals.append(refusal)
+                    logger.debug("socket strategy %s refused: %s", derivation, refusal.describe())
+                    if self._candidate + 1 < len(URL_DERIVATIONS):
+                        # Not a failure of the link: try the next strategy at once.
+                        self._candidate += 1
+                        continue
+                    drop = self._all_refused(drop)
             self._stats.drops += 1
             decision = self._tracker.failed(
                 self._clock.monotonic(), drop.verdict, self._rng.random()
@@ -911,6 +1073,96 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     logger.info("token renewal failed (%s); retrying later", type(exc).__name__)
             await self._clock.sleep(decision.delay)
 
+    # Finding the transport ("auto").
+
+    def _pick_derivation(self, socket_url: str) -> UrlDerivation:
+        if self._strategy != "auto":
+            return self._strategy
+        known = _DISCOVERED.get(socket_host(socket_url))
+        if known is not None:
+            self._strategy_in_use = known
+            return known
+        return URL_DERIVATIONS[self._candidate]
+
+    def _framing_for(self, derivation: UrlDerivation) -> Framing:
+        if self._framing_setting != "auto":
+            return self._framing_setting
+        return "sockjs" if derivation == "sockjs" else "raw"
+
+    def _proved(self) -> None:
+        """The server spoke the protocol on this socket: the strategy works."""
+        attempt = self._attempt
+        if attempt is None or attempt.alive:
+            return
+        attempt.alive = True
+        if self._strategy != "auto":
+            self._strategy_in_use = attempt.strategy
+            return
+        self._strategy_in_use = attempt.strategy
+        if attempt.probing:
+            _DISCOVERED[attempt.host] = attempt.strategy
+            refused = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
+            logger.info(
+                "real-time transport for %s: %s (%s framing)%s",
+                attempt.host,
+                attempt.strategy,
+                self._framing,
+                f" after refusals ({refused})" if refused else "",
+            )
+
+    def _classify_refusal(self, attempt: _Attempt, drop: _Drop) -> StrategyRefusal | None:
+        """Whether ``drop`` says "not this endpoint" (try the next strategy), and how."""
+        if attempt.alive:
+            return None
+        error = drop.error
+        if isinstance(error, HandshakeRejectedError):
+            status = error.status_code
+            if (
+                status in AUTH_HANDSHAKE_STATUSES
+                or status in RETRYABLE_HANDSHAKE_STATUSES
+                or 500 <= status < 600
+            ):
+                return None  # the endpoint exists; the usual reconnect rules apply
+            kind: RefusalKind = "no_upgrade" if 200 <= status < 300 else "http_status"
+            return StrategyRefusal(strategy=attempt.strategy, kind=kind, status=status)
+        if isinstance(error, RedirectRefusedError):
+            return StrategyRefusal(
+                strategy=attempt.strategy, kind="redirect", status=error.status_code
+            )
+        if attempt.opened_at is None:
+            return None  # network trouble: not an answer about the endpoint
+        if self._framing == "sockjs":
+            return StrategyRefusal(strategy=attempt.strategy, kind="no_sockjs_open", code=drop.code)
+        if self._clock.monotonic() - attempt.opened_at < _CLOSED_AFTER_OPEN:
+            return StrategyRefusal(
+                strategy=attempt.strategy, kind="closed_after_open", code=drop.code
+            )
+        return None
+
+    def _all_refused(self, drop: _Drop) -> _Drop:
+        """Every strategy was refused: a fatal drop that names each refusal."""
+        summary = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
+        message = f"no socket strategy worked ({summary})"
+        last = self._refusals[-1]
+        self._candidate = 0
+        self._refusals = []
+        error: GiosgError
+        if last.status is not None and last.kind != "redirect":
+            error = HandshakeRejectedError(message, status_code=last.status)
+        elif last.kind == "redirect":
+            error = UntrustedEndpointError(message)
+        else:
+            error = ConnectionClosedError(
+                message, code=last.code if last.code is not None else _ABNORMAL_CLOSURE
+            )
+        return _Drop(
+            code=drop.code,
+            reason="no socket strategy worked",
+            verdict=Verdict(kind=FailureKind.FATAL),
+            error=error,
+            abort=True,
+        )
+
     async def _connect_and_serve(self, url: str) -> _Drop:
         try:
             async with self._transport.connect(
@@ -927,13 +1179,18 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             return _Drop.from_error(exc)
 
     async def _serve(self, socket: SocketConnection) -> _Drop:
+        if self._attempt is not None:
+            self._attempt.opened_at = self._clock.monotonic()
         protocol = RealtimeProtocol(
-            framing="sockjs" if self._framing == "sockjs" else "raw",
+            framing=self._framing,
             first_query=self._next_query,
             stats=self._stats.protocol,
         )
         self._drop = None
-        self._last_rx = self._clock.monotonic()
+        self._rx_count = 0
+        watch_frames = getattr(socket, "watch_frames", None)
+        if watch_frames is not None:
+            watch_frames(self._on_frame)
         try:
             async with anyio.create_task_group() as task_group:
                 self._socket_scope = task_group.cancel_scope
@@ -945,12 +1202,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     task_group.start_soon(self._keepalive, socket, self._ping_interval)
                 if self._framing == "sockjs":
                     task_group.start_soon(self._await_sockjs_open)
-                    if self._sockjs_idle_timeout is not None:
-                        task_group.start_soon(self._watchdog, self._sockjs_idle_timeout)
+                idle_timeout = self._watchdog_timeout()
+                if idle_timeout is not None:
+                    task_group.start_soon(self._watchdog, idle_timeout)
                 # The read loop runs in this task (one task less per connection, ~3 KiB);
                 # it ends through _lost(), which cancels the others.
                 await self._reader(socket, protocol)
         finally:
+            if watch_frames is not None:
+                watch_frames(None)
             self._next_query = max(self._next_query, protocol.next_query)
             self._on_socket_end()
         drop = self._drop
@@ -967,8 +1227,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return drop
 
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
-        # Only SockJS keepalive and the idle watchdog look at receive times.
-        sockjs = self._framing == "sockjs"
+        # Sockets that report every frame themselves (watch_frames) are counted there;
+        # others are counted here, per data frame.
+        count_here = not hasattr(socket, "watch_frames")
         pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
         recv = socket.recv
@@ -984,7 +1245,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     self._touch()
                     logger.debug("skipped a binary frame")
                     continue
-                if sockjs:
+                if count_here:
                     self._touch()
                 change = receive(text)
                 if change is not None:
@@ -1039,9 +1300,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _apply(self, ops: list[_Op], protocol: RealtimeProtocol) -> None:
         token: Secret | None = None
         if any(op.kind != "unsub" for op in ops):
-            token = await self._token_provider()
-            if not isinstance(token, Secret):
-                raise TypeError("token_provider must return a giosg_visitor Secret")
+            token = await self._next_token()
+            refused_with = {op.old_token for op in ops if op.kind == "retry"}
+            if token in refused_with and await self._renew_refused(token):
+                # The server refused this very token (revoked, or its clock is ahead of
+                # ours): like an HTTP 401, renew. One renewal serves every refused
+                # channel: the writer is single, and later retries see the new token.
+                token = await self._next_token()
+                if token not in refused_with:
+                    self._fresh_token = (token, self._clock.monotonic())
         for op in ops:
             channel = self._channels.get(op.channel)
             if op.kind == "unsub":
@@ -1055,8 +1322,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     self._check_reauth(op.reauth)
                 continue
             if op.kind == "retry" and op.old_token == token:
-                # Same token as the refused sub: retrying cannot help.
-                self._refuse(channel, None)
+                # Same token as the refused sub (no renewal could replace it): retrying
+                # cannot help.
+                self._refuse(channel, op.reason)
                 continue
             [query] = protocol.send_subscribe([op.channel], token.reveal())
             channel.queries.add(query)
@@ -1064,6 +1332,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             if op.reauth is not None:
                 op.reauth.unsent -= 1
                 op.reauth.pending.add(query)
+
+    async def _renew_refused(self, token: Secret) -> bool:
+        """Renew a token the server refused; whether another token may now be had."""
+        if self._token_refused is not None:
+            return await self._token_refused(token)
+        if self._renew_token is None:
+            return False
+        logger.info("the server refused the socket token; renewing it")
+        await self._renew_token()
+        return True
+
+    async def _next_token(self) -> Secret:
+        token = await self._token_provider()
+        if not isinstance(token, Secret):
+            raise TypeError("token_provider must return a giosg_visitor Secret")
+        return token
+
+    def _is_fresh(self, token: Secret) -> bool:
+        """Whether ``token`` came from a renewal a refusal triggered a moment ago.
+
+        With ``token_refused`` the owner judges freshness (it knows when tokens were
+        issued); this covers ``renew_token`` alone.
+        """
+        fresh = self._fresh_token
+        return (
+            self._token_refused is None
+            and fresh is not None
+            and fresh[0] == token
+            and self._clock.monotonic() - fresh[1] < _FRESH_TOKEN_WINDOW
+        )
 
     async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
         while True:
@@ -1099,6 +1397,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     error = exc
                 else:
                     alive = True
+                    if not hasattr(socket, "watch_frames"):
+                        self._touch()  # the pong is a frame the socket did not report
                 race.cancel_scope.cancel()
 
             async def any_frame() -> None:
@@ -1108,8 +1408,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 race.cancel_scope.cancel()
 
             race.start_soon(ping)
-            if self._framing == "sockjs":
-                race.start_soon(any_frame)
+            # Any inbound frame proves the link alive, as a pong would.
+            race.start_soon(any_frame)
             await self._clock.sleep(self._ping_timeout)
             race.cancel_scope.cancel()
         return alive, error
@@ -1127,20 +1427,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 )
             )
 
+    def _watchdog_timeout(self) -> float | None:
+        """The idle timeout for this socket; ``None`` when nothing guarantees traffic."""
+        idle = self._idle_timeout
+        if idle is None or self._framing == "sockjs":
+            return idle  # a SockJS server heartbeats every session
+        if self._ping_interval is None:
+            return None  # a raw endpoint need not send anything on a quiet channel
+        return max(idle, self._ping_interval + self._ping_timeout)
+
     async def _watchdog(self, idle_timeout: float) -> None:
+        # Checked a few times per timeout: a frame counter, not a clock read per frame.
+        step = idle_timeout / 4
+        seen = self._rx_count
+        quiet_since = self._clock.monotonic()
         while True:
-            remaining = self._last_rx + idle_timeout - self._clock.monotonic()
-            if remaining <= 0:
+            await self._clock.sleep(step)
+            now = self._clock.monotonic()
+            if self._rx_count != seen:
+                seen = self._rx_count
+                quiet_since = now
+            elif now - quiet_since >= idle_timeout:
                 self._lost(
                     _Drop(
                         code=_ABNORMAL_CLOSURE,
-                        reason="no SockJS frame or heartbeat received",
+                        reason="no frame, heartbeat or pong received",
                         verdict=classify_close(_ABNORMAL_CLOSURE),
                         abort=True,
                     )
                 )
                 return
-            await self._clock.sleep(remaining)
 
     # Event handling (runs on the read loop: never awaits).
 
@@ -1164,6 +1480,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         elif isinstance(event, SubscribeFailed):
             self._on_refused(event)
         elif isinstance(event, Opened):
+            self._proved()
             if not self._is_open:
                 self._on_open()
         elif isinstance(event, Closed):
@@ -1177,12 +1494,17 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         # Heartbeat and UnsubscribeAck need nothing beyond _touch().
 
     def _on_ack(self, event: SubscribeAck) -> None:
+        self._proved()
         self._query_tokens.pop(event.query, None)
         self._answer_reauth(event.query)
         channel = self._channels.get(event.channel)
         if channel is None or event.query not in channel.queries:
             return
         self._tracker.authorized()
+        if channel.pending_refusals:
+            self._stats.refusals_recovered += channel.pending_refusals
+            channel.pending_refusals = 0
+            logger.info("subscription to %r recovered with a renewed token", channel.name)
         if channel.acked:
             return
         channel.acked = True
@@ -1194,15 +1516,22 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         channel.confirmed_before = True
 
     def _on_refused(self, event: SubscribeFailed) -> None:
+        self._proved()
         token = self._query_tokens.pop(event.query, None)
         self._answer_reauth(event.query)
         channel = self._channels.get(event.channel)
         if channel is None or event.query not in channel.queries:
             return
-        if not channel.retried and token is not None:
-            # The token may have expired in flight: retry once if a fresher one exists.
+        self._stats.refusals += 1
+        if not channel.retried and token is not None and not self._is_fresh(token):
+            # Like an HTTP 401: the token expired in flight, was revoked, or the server's
+            # clock runs ahead. Renew (single-flight) and subscribe again; only a refusal
+            # of a freshly issued token is final.
             channel.retried = True
-            self._outbox.append(_Op(kind="retry", channel=channel.name, old_token=token))
+            channel.pending_refusals += 1
+            self._outbox.append(
+                _Op(kind="retry", channel=channel.name, old_token=token, reason=event.reason)
+            )
             self._wake_writer()
             return
         self._refuse(channel, event.reason)
@@ -1271,9 +1600,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             self._socket_scope.cancel()
 
     def _touch(self) -> None:
-        self._last_rx = self._clock.monotonic()
-        if self._rx_pulse is not None:
-            self._rx_pulse.set()
+        self._rx_count += 1
+        pulse = self._rx_pulse
+        if pulse is not None:
+            self._rx_pulse = None
+            pulse.set()
+
+    def _on_frame(self, kind: str) -> None:
+        """A frame of any kind arrived (called from the socket's frame processing)."""
+        self._touch()
 
     def _fail(self, error: BaseException, *, code: int | None, reason: str) -> None:
         if self._fatal is not None or self._exited:

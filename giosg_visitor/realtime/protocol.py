@@ -9,8 +9,8 @@ protocol objects of websockets, it is driven with four verbs:
 * :meth:`~RealtimeProtocol.receive_text` takes one incoming text frame;
 * :meth:`~RealtimeProtocol.events_received` returns the parsed events.
 
-The wire format (``shared/giosg-visitor-api.md`` §3): every application message is a JSON
-array ``[method, args, kwargs?]``::
+The wire format (every spelling comes from :mod:`giosg_visitor._facts`): every
+application message is a JSON array ``[method, args, kwargs?]``::
 
     client: ["sub", ["<channel>", "<token>"], {"query": 7}]
             ["unsub", ["<channel>"], {"query": 8}]
@@ -38,6 +38,26 @@ from typing import Any, Final, Literal, NoReturn, TypeAlias, TypeGuard, final
 import attrs
 import orjson
 
+from giosg_visitor._facts import (
+    ACTION_KEY,
+    ACTIONS,
+    CHANGED_METHOD,
+    CHANNEL_KEY,
+    FAIL_KEY,
+    QUERY_KEY,
+    QUERY_RESPONSE_METHOD,
+    RESOURCE_ID_KEYS,
+    RESOURCE_KEY,
+    RESOURCE_OBJECT_ID_KEY,
+    SOCKJS_CLOSE_FRAME,
+    SOCKJS_HEARTBEAT_FRAME,
+    SOCKJS_MESSAGE_FRAME,
+    SOCKJS_MESSAGES_FRAME,
+    SOCKJS_OPEN_FRAME,
+    SUBSCRIBE_METHOD,
+    UNSUBSCRIBE_METHODS,
+)
+
 from .events import (
     Action,
     Change,
@@ -58,13 +78,15 @@ logger = logging.getLogger("giosg_visitor.realtime")
 #: ``"raw"``: one JSON message per WebSocket frame. ``"sockjs"``: SockJS framing.
 Framing: TypeAlias = Literal["raw", "sockjs"]
 
-_ACTIONS: Final[frozenset[str]] = frozenset({"added", "changed", "removed"})
+_ACTIONS: Final[frozenset[str]] = frozenset(ACTIONS)
 _ACTION_NAMES: Final[Mapping[str, Action]] = {
     "added": "added",
     "changed": "changed",
     "removed": "removed",
 }
 _MAX_REASON: Final = 200
+#: The notification id spellings, in the order they are tried (then ``resource.id``).
+_RESOURCE_ID, _RESOURCE_ID_SNAKE = RESOURCE_ID_KEYS
 
 
 @final
@@ -187,7 +209,7 @@ class RealtimeProtocol:
         queries = []
         for channel in channels:
             query = self._take_query("sub", channel)
-            self._outgoing.append(_dumps(["sub", [channel, token], {"query": query}]))
+            self._outgoing.append(_dumps([SUBSCRIBE_METHOD, [channel, token], {QUERY_KEY: query}]))
             queries.append(query)
         return queries
 
@@ -201,7 +223,7 @@ class RealtimeProtocol:
             The query id of the message.
         """
         query = self._take_query("unsub", channel)
-        self._outgoing.append(_dumps(["unsub", [channel], {"query": query}]))
+        self._outgoing.append(_dumps([UNSUBSCRIBE_METHODS[0], [channel], {QUERY_KEY: query}]))
         return query
 
     def data_to_send(self) -> list[str]:
@@ -263,14 +285,14 @@ class RealtimeProtocol:
             return None
         # Cheap exact-type checks for the common shape; anything unusual (including
         # every hostile frame) takes the full validation below.
-        if type(message) is list and len(message) == 2 and message[0] == "changed":
+        if type(message) is list and len(message) == 2 and message[0] == CHANGED_METHOD:
             args = message[1]
             if type(args) is list and len(args) == 2:
                 channel, body = args
                 if type(channel) is str and channel and type(body) is dict:
-                    action = body.get("action")
-                    resource = body.get("resource")
-                    resource_id = body.get("resourceId")
+                    action = body.get(ACTION_KEY)
+                    resource = body.get(RESOURCE_KEY)
+                    resource_id = body.get(_RESOURCE_ID)
                     if (
                         type(action) is str
                         and (known := _ACTION_NAMES.get(action)) is not None
@@ -321,12 +343,12 @@ class RealtimeProtocol:
         if not text:
             raise _SkipError("malformed", "empty SockJS frame")
         kind, body = text[0], text[1:]
-        if kind == "o" and not body:
+        if kind == SOCKJS_OPEN_FRAME and not body:
             self._emit(Opened())
-        elif kind == "h" and not body:
+        elif kind == SOCKJS_HEARTBEAT_FRAME and not body:
             self.stats.heartbeats += 1
             self._emit(Heartbeat())
-        elif kind == "a":
+        elif kind == SOCKJS_MESSAGES_FRAME:
             messages = _loads(body)
             if not isinstance(messages, list):
                 raise _SkipError("malformed", "SockJS 'a' frame is not an array")
@@ -338,12 +360,12 @@ class RealtimeProtocol:
                     self._receive_message(message)
                 except _SkipError as skip:
                     self._skip(skip)
-        elif kind == "m":
+        elif kind == SOCKJS_MESSAGE_FRAME:
             message = _loads(body)
             if not isinstance(message, str):
                 raise _SkipError("malformed", "SockJS 'm' frame is not a string")
             self._receive_message(message)
-        elif kind == "c":
+        elif kind == SOCKJS_CLOSE_FRAME:
             close = _loads(body)
             if (
                 not isinstance(close, list)
@@ -369,9 +391,9 @@ class RealtimeProtocol:
         if len(message) == 3 and not isinstance(message[2], dict):
             raise _SkipError("malformed", "message kwargs is not an object")
         # The hot path first: notifications outnumber everything else.
-        if method == "changed":
+        if method == CHANGED_METHOD:
             self._receive_changed(args)
-        elif method == "__qr__":
+        elif method == QUERY_RESPONSE_METHOD:
             self._receive_query_response(args, message[2] if len(message) == 3 else {})
         elif not isinstance(method, str):
             raise _SkipError("malformed", "message method or args have the wrong type")
@@ -379,14 +401,16 @@ class RealtimeProtocol:
             raise _SkipError("unknown_method", "unknown message method")
 
     def _receive_query_response(self, args: list[Any], kwargs: dict[str, Any]) -> None:
-        query = kwargs.get("query")
+        query = kwargs.get(QUERY_KEY)
         if not _is_int(query):
-            raise _SkipError("malformed", "__qr__ without an integer query id")
+            raise _SkipError("malformed", f"{QUERY_RESPONSE_METHOD} without an integer query id")
         pending = self._queries.pop(query, None)
         if pending is None:
-            raise _SkipError("unknown_query", "__qr__ for a query id that is not pending")
+            raise _SkipError(
+                "unknown_query", f"{QUERY_RESPONSE_METHOD} for a query id that is not pending"
+            )
         kind, channel = pending
-        failed = kwargs.get("fail") is True or kwargs.get("fail") == 1
+        failed = kwargs.get(FAIL_KEY) is True or kwargs.get(FAIL_KEY) == 1
         if kind == "unsub":
             self._emit(UnsubscribeAck(query=query, channel=channel))
         elif failed:
@@ -405,19 +429,19 @@ class RealtimeProtocol:
             outer, body = None, args[0]
         else:
             raise _SkipError("malformed", "changed args are not [channel, object]")
-        channel = outer if isinstance(outer, str) and outer else body.get("channel")
+        channel = outer if isinstance(outer, str) and outer else body.get(CHANNEL_KEY)
         if not isinstance(channel, str) or not channel:
             raise _SkipError("malformed", "changed notification without a channel")
-        action = body.get("action")
+        action = body.get(ACTION_KEY)
         if not isinstance(action, str):
             raise _SkipError("malformed", "changed notification without an action")
         known = _ACTION_NAMES.get(action)
         if known is None:
             raise _SkipError("unknown_action", "changed notification with an unknown action")
-        resource = body.get("resource")
+        resource = body.get(RESOURCE_KEY)
         if resource is not None and not isinstance(resource, dict):
             raise _SkipError("malformed", "changed resource is not an object")
-        resource_id = body.get("resourceId")
+        resource_id = body.get(_RESOURCE_ID)
         if not isinstance(resource_id, str) or not resource_id:
             resource_id = _resource_id(body, resource)
         self.stats.events += 1
@@ -449,9 +473,9 @@ def _new_change(
 
 def _resource_id(body: Mapping[str, Any], resource: Mapping[str, Any] | None) -> str | None:
     for value in (
-        body.get("resourceId"),
-        body.get("resource_id"),
-        resource.get("id") if resource is not None else None,
+        body.get(_RESOURCE_ID),
+        body.get(_RESOURCE_ID_SNAKE),
+        resource.get(RESOURCE_OBJECT_ID_KEY) if resource is not None else None,
     ):
         if isinstance(value, str) and value:
             return value

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from .._clock import Clock
+from .._facts import API_PREFIX
 from ._bot import ScriptedBot
 from ._fake import FakeState, RecordedRequest, build_app
 from ._faults import Fault, FaultPlan
@@ -227,11 +228,11 @@ class FakeGiosg:
         if info is None or status != "valid":
             return f"token {status}"
         allowed = (
-            f"/api/v5/public/visitors/{info.visitor_id}/",
-            f"/api/v5/public/orgs/{info.organization_id}/rooms/",
-            "/api/v5/public/rooms/",
+            f"{API_PREFIX}/visitors/{info.visitor_id}/",
+            f"{API_PREFIX}/orgs/{info.organization_id}/rooms/",
+            f"{API_PREFIX}/rooms/",
         )
-        if channel == f"/api/v5/public/visitors/{info.visitor_id}" or channel.startswith(allowed):
+        if channel == f"{API_PREFIX}/visitors/{info.visitor_id}" or channel.startswith(allowed):
             return True
         return "channel not permitted"
 

@@ -8,7 +8,9 @@ Tests add to the process-wide :data:`FIGURES` (through the ``figures`` fixture):
 Counter names are dotted; the first part is the group the summary adds up:
 ``trials``, ``faults``, ``fuzz`` (``fuzz.frames``, ``fuzz.bodies``), ``messages``
 (``messages.expected``, ``messages.lost``, ``messages.duplicates``), ``secrets``
-(``secrets.checked``, ``secrets.leaked``), ``records``, ``visitors``
+(``secrets.checked``, ``secrets.leaked``), ``refusals`` (``refusals.injected``,
+``refusals.recovered``, ``refusals.unrecovered``: socket subscriptions the server
+refused and that a token renewal recovered), ``records``, ``visitors``
 (``visitors.ended_by_fault``) and ``tests``. Store faults are ``faults.store_<kind>``.
 
 When ``GIOSG_FIGURES=<path>`` is set, the session writes the counters to ``<path>`` as
@@ -39,6 +41,7 @@ MUST_BE_ZERO: Final = (
     "messages.duplicates",
     "secrets.leaked",
     "visitors.ended_by_fault",
+    "refusals.unrecovered",
 )
 
 
@@ -120,6 +123,11 @@ def summary(counts: dict[str, int], *, details: bool = True) -> str:
         line(
             "sends reported unknown",
             number(counts.get("messages.delivery_unknown", 0)),
+        ),
+        line(
+            "refusals recovered",
+            f"{number(counts.get('refusals.recovered', 0))} of "
+            f"{number(counts.get('refusals.injected', 0))}",
         ),
         line("secrets checked", number(counts.get("secrets.checked", 0))),
         line("log records/texts scanned", number(_group(counts, "records"))),

@@ -19,8 +19,12 @@
 //   POST /_control/refuse   {"tokens": [...]} refuse subs with these tokens,
 //                           {"next": n} refuse the next n subs, {"clear": true} forget both
 //   POST /_control/config   {"authorize_url": url|null}: ask that URL about each sub
-//                           (POST {token, channel} -> {"ok": bool, "reason": str})
-//   POST /_control/drop     {"code": 1011, "reason": "..."}: close every connection
+//                           (POST {token, channel} -> {"ok": bool, "reason": str});
+//                           {"raw": "serve" | "404" | "200" | "close"}: how the raw
+//                           endpoint answers (a deployment without it, a 200 without
+//                           upgrade, a WebSocket closed right after open)
+//   POST /_control/drop     {"code": 3000, "reason": "..."}: close every connection
+//                           (faye-websocket allows 1000 and 3000-4999 only)
 //
 // Settings come from the environment: ROUTER_PORT (0: any free port), ROUTER_PREFIX,
 // ROUTER_HEARTBEAT_MS (sockjs heartbeat_delay), ROUTER_DISCONNECT_MS. When it listens it
@@ -39,6 +43,7 @@ const channels = new Map(); // channel -> Set of connections
 const refusedTokens = new Set();
 let refuseNext = 0;
 let authorizeUrl = null;
+let rawMode = 'serve';
 const stats = {
   connections_total: 0,
   connections_open: 0,
@@ -46,6 +51,7 @@ const stats = {
   subs: 0,
   subs_refused: 0,
   unsubs: 0,
+  raw_attempts: 0,
   published: 0,
   delivered: 0,
   malformed: 0,
@@ -145,6 +151,10 @@ const sock = sockjs.createServer({
 
 sock.on('connection', (conn) => {
   if (conn === null) return;
+  if (conn.protocol === 'websocket-raw' && rawMode === 'close') {
+    conn.close(1000, 'Normal closure');
+    return;
+  }
   connections.add(conn);
   stats.connections_total += 1;
   stats.connections_open += 1;
@@ -216,9 +226,10 @@ async function control(req, res) {
     reply(res, 200, { refused_tokens: refusedTokens.size, refuse_next: refuseNext });
   } else if (path === '/_control/config') {
     if ('authorize_url' in body) authorizeUrl = body.authorize_url || null;
-    reply(res, 200, { authorize_url: authorizeUrl });
+    if (['serve', '404', '200', 'close'].includes(body.raw)) rawMode = body.raw;
+    reply(res, 200, { authorize_url: authorizeUrl, raw: rawMode });
   } else if (path === '/_control/drop') {
-    const code = Number.isInteger(body.code) ? body.code : 1011;
+    const code = Number.isInteger(body.code) ? body.code : 3000;
     const reason = typeof body.reason === 'string' ? body.reason : 'dropped by the test';
     const count = connections.size;
     for (const conn of Array.from(connections)) conn.close(code, reason);
@@ -230,13 +241,29 @@ async function control(req, res) {
 
 const server = http.createServer((req, res) => {
   if (req.url.startsWith('/_control/')) {
-    control(req, res).catch(() => reply(res, 500, { detail: 'control failed' }));
+    control(req, res).catch((e) => reply(res, 500, { detail: `control failed: ${e}` }));
     return;
   }
   res.writeHead(404, { 'content-type': 'text/plain' });
   res.end('not found');
 });
 sock.installHandlers(server);
+
+// In front of sockjs-node's upgrade handler: count raw attempts and, when told to,
+// answer them as a deployment without the raw endpoint would.
+const sockjsUpgrade = server.listeners('upgrade');
+server.removeAllListeners('upgrade');
+server.on('upgrade', (req, socket, head) => {
+  if (req.url.split('?')[0] === `${prefix}/websocket`) {
+    stats.raw_attempts += 1;
+    if (rawMode === '404' || rawMode === '200') {
+      const status = rawMode === '404' ? '404 Not Found' : '200 OK';
+      socket.end(`HTTP/1.1 ${status}\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nno\n`);
+      return;
+    }
+  }
+  for (const listener of sockjsUpgrade) listener.call(server, req, socket, head);
+});
 server.listen(port, '127.0.0.1', () => {
   process.stdout.write(JSON.stringify({ port: server.address().port }) + '\n');
 });
