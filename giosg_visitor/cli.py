@@ -13,6 +13,7 @@ code, and Ctrl-C into exit code 130, on asyncio and on trio alike.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -26,6 +27,7 @@ from ._extras import TRIO_HINT, missing_module
 from ._http import DEFAULT_BASE_URL
 from ._paths import user_state_dir
 from ._probe import add_probe_arguments, run_probe_command
+from ._redact import RedactingFilter
 from .errors import GiosgError
 
 
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="giosg-visitor", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="show the SDK's log: -v for its info lines, -vv for debug (secrets are masked)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_demo(commands)
     _add_chat(commands)
@@ -142,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``giosg-visitor`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
     if args.backend == "trio" and missing_module("trio") is not None:
         return _fail(TRIO_HINT)
     if args.command == "probe":
@@ -152,6 +162,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(job, args.backend)
     except CommandError as exc:
         return _fail(str(exc))
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Send the SDK's log to stderr: errors only by default, more with ``-v``/``-vv``.
+
+    Without a handler, Python prints warnings through its last-resort handler, and a
+    warning the SDK logs on its way to a typed error would then stand beside the one
+    line the command prints for that error.
+    """
+    level = {0: logging.ERROR, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("giosg-visitor: %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    handler.addFilter(RedactingFilter())  # a second guard: SDK messages are masked already
+    sdk = logging.getLogger("giosg_visitor")
+    sdk.addHandler(handler)
+    sdk.setLevel(min(level, sdk.getEffectiveLevel()))
 
 
 def _run(job: Callable[[], Awaitable[int]], backend: str) -> int:
