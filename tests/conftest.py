@@ -1,4 +1,4 @@
-"""Every async test runs on asyncio and on trio."""
+"""Every async test runs on asyncio and on trio (``_backend_guard`` fails the run otherwise)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
 
+# The backend coverage guard, a collection hook (re-exported so pytest finds it here).
+from ._backend_guard import pytest_collection_modifyitems as pytest_collection_modifyitems
 from .redis_server import RedisUnavailable, redis_server, unavailable
 
 
