@@ -15,7 +15,7 @@ import httpx
 from ._clock import Clock, SystemClock
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
 from .stores.base import Store
-from .visitor import Visitor
+from .visitor import Visitor, shared_ssl_context
 
 
 __all__ = ["VisitorPool"]
@@ -124,6 +124,7 @@ class VisitorPool:
                         limits=limits,
                         follow_redirects=False,
                         headers={"User-Agent": USER_AGENT},
+                        verify=await shared_ssl_context(),
                     )
                 )
             else:

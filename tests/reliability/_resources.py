@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 
-import psutil
 import sniffio
 
 
@@ -19,7 +18,8 @@ def task_count() -> int:
     import trio
 
     count = 0
-    pending = [trio.lowlevel.current_root_task()]
+    root = trio.lowlevel.current_root_task()
+    pending = [] if root is None else [root]
     while pending:
         task = pending.pop()
         count += 1
@@ -35,4 +35,6 @@ def fd_count() -> int:
 
 def rss_bytes() -> int:
     """The resident set size of this process."""
-    return int(psutil.Process().memory_info().rss)
+    with open("/proc/self/statm") as statm:
+        resident_pages = int(statm.read().split()[1])
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")

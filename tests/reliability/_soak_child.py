@@ -57,7 +57,6 @@ class SoakResult:
     peak_tasks: int = 0
     baseline_fds: int = 0
     peak_fds: int = 0
-    peak_window: int = 0
     peak_caches: dict[str, int] = attrs.Factory(dict)
     reconnects: int = 0
     renewals: int = 0
