@@ -940,7 +940,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                         task_group.start_soon(self._watchdog, self._sockjs_idle_timeout)
                 # The read loop runs in this task (one task less per connection, ~3 KiB);
                 # it ends through _lost(), which cancels the others.
-                await self._reader(socket, protocol)
+                try:
+                    await self._reader(socket, protocol)
+                finally:
+                    # Once the body is left the group takes no new task (trio raises and
+                    # the writer's coroutine would never run): no writer may start now.
+                    self._socket_group = None
         finally:
             self._next_query = max(self._next_query, protocol.next_query)
             self._on_socket_end()
