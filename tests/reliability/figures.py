@@ -156,14 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(counts.get(name, 0) for name in must_be_zero) else 0
 
 
-# Long-life figures: rotation under SIGKILL, clock skew, event-loop blocking, the soak,
-# cancellation. Kept apart from the figures above; peaks are recorded with
+# Long-life figures: clock skew, event-loop blocking, the soak, cancellation. Kept apart from the figures above; peaks are recorded with
 # Figures.maximum, sums with Figures.add.
 
 #: Long-life counters that must stay at zero.
 LIFECYCLE_MUST_BE_ZERO: Final = (
-    "rotation.visitors_lost_with_grace",
-    "rotation.unexplained_losses",
     "skew.expired_sends",
     "loop.slow_callbacks",
     "cancel.leaks",
@@ -172,7 +169,7 @@ LIFECYCLE_MUST_BE_ZERO: Final = (
 
 def lifecycle_rows(counts: dict[str, int]) -> list[str]:
     """The summary lines of the long-life figures (none if no such test ran)."""
-    names = ("rotation.", "skew.", "loop.", "soak.", "cancel.")
+    names = ("skew.", "loop.", "soak.", "cancel.", "trials.skew_runs", "trials.soak_cycles")
     if not any(name.startswith(names) for name in counts):
         return []
 
@@ -182,20 +179,8 @@ def lifecycle_rows(counts: dict[str, int]) -> list[str]:
     def line(label: str, value: str) -> str:
         return f"  {label:<34} {value}"
 
-    p99 = counts.get("rotation.fsync_window_p99_us", 0) / 1000
     growth = counts.get("soak.rss_growth_permille", 0) / 10
     rows = ["  long-life checks:"]
-    if "trials.rotation_kills" in counts:
-        rows.append(
-            line(
-                "rotation trials (SIGKILL)",
-                f"{get('trials.rotation_kills')}; visitors lost: "
-                f"{get('rotation.visitors_lost_with_grace')} with a grace window, "
-                f"{get('rotation.visitors_lost_strict')} strict, "
-                f"{get('rotation.unexplained_losses')} of them unexplained",
-            )
-        )
-        rows.append(line("  response -> fsync window p99", f"{p99:.1f} ms"))
     if "trials.skew_runs" in counts:
         rows.append(
             line(

@@ -6,10 +6,11 @@ seconds). Every 5 virtual seconds the socket is killed and the connection comes 
 (resubscribing and reading the chat back from REST); the token lives 10 minutes, so the
 session renews every lifetime; an operator and the visitor keep writing in one long chat
 whose stream must yield every message once, in order; every virtual minute a short chat
-is started, answered and ended. After a warm-up, the test samples at the same point of
-every cycle: tasks and fds must not exceed the warm-up figure, RSS must grow under 5 %,
-and every cache the SDK keeps stays under its bound (the message stream's dedupe window
-runs with a small capacity so that it is exercised many times over).
+is started, answered and ended. After a warm-up, the test samples once a virtual minute,
+right after the short chat ended (after a full garbage collection): tasks and fds must
+not exceed the warm-up figure, RSS must grow under 5 %, and every cache the SDK keeps
+stays under its bound (the message stream's dedupe window runs with a small capacity so
+that it is exercised many times over).
 
 The long mode (``scripts/reliability --long``) runs the same cycles for at least
 ``GIOSG_SOAK_SECONDS`` real seconds (default 1,800).
