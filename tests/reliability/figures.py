@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(counts.get(name, 0) for name in must_be_zero) else 0
 
 
-# Long-life figures: clock skew, event-loop blocking, the soak, cancellation. Kept apart from the figures above; peaks are recorded with
-# Figures.maximum, sums with Figures.add.
+# Long-life figures: clock skew, event-loop blocking, the soak, cancellation. Kept apart
+# from the figures above; peaks are recorded with Figures.maximum, sums with Figures.add.
 
 #: Long-life counters that must stay at zero.
 LIFECYCLE_MUST_BE_ZERO: Final = (
