@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Final, Self, final
 import anyio
 
 from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
+from ._dedupe import SeenWindow
 from ._facts import MEMBER_ID_KEY, choice_body
 from .errors import (
     APIError,
@@ -289,7 +290,7 @@ class Chat:
             logger.warning("skipped a malformed message notification: %s", exc)
             return None
 
-    async def _backfill(self, seen: set[str]) -> list[Message]:
+    async def _backfill(self, seen: SeenWindow) -> list[Message]:
         """Messages not seen yet, from REST, in order (retrying a failing server)."""
         for attempt in range(1, _BACKFILL_ATTEMPTS + 1):
             try:
@@ -300,8 +301,8 @@ class Chat:
                 logger.warning("backfill of chat %s failed (%s); retrying", self.id, exc)
                 await anyio.sleep(min(2.0, 0.1 * 2**attempt))
                 continue
-            fresh = [m for m in messages if m.id not in seen]
-            seen.update(m.id for m in fresh)
+            fresh = [m for m in messages if m not in seen]
+            seen.update(fresh)
             return fresh
         return []  # pragma: no cover - the loop returns or raises
 
@@ -409,7 +410,8 @@ class MessageStream(_ChannelStream):
         super().__init__(chat, chat._api.messages_channel(chat.id))
         self._include_history = include_history
         self._pending: deque[Message] = deque()
-        self._seen: set[str] = set()
+        # Bounded: a long chat must not grow the stream's memory (see SeenWindow).
+        self._seen = SeenWindow()
         self._backfill_due = False
 
     async def _on_start(self) -> None:
@@ -430,8 +432,8 @@ class MessageStream(_ChannelStream):
             event = await anext(subscription)
             if isinstance(event, Change):
                 live = self._chat._message_from(event)
-                if live is not None and live.id not in self._seen:
-                    self._seen.add(live.id)
+                if live is not None and live not in self._seen:
+                    self._seen.add(live)
                     return live
             else:
                 # Resubscribed or Gap: notifications may be missing, read them back.

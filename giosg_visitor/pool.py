@@ -21,7 +21,7 @@ from ._renewal import RenewalPolicy, RetryPolicy
 from .errors import ClosedError
 from .realtime import ReconnectPolicy
 from .stores.base import Store
-from .visitor import Visitor
+from .visitor import Visitor, shared_ssl_context
 
 
 __all__ = ["VisitorOptions", "VisitorPool"]
@@ -179,6 +179,7 @@ class VisitorPool:
                         limits=limits,
                         follow_redirects=False,
                         headers={"User-Agent": USER_AGENT},
+                        verify=await shared_ssl_context(),
                     )
                 )
             else:

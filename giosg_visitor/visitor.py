@@ -71,6 +71,14 @@ def _shared_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+async def shared_ssl_context() -> ssl.SSLContext:
+    """:func:`_shared_ssl_context`, made in a worker thread the first time: loading the CA
+    bundle takes about 0.1 s of CPU, which would hold up every task of the event loop."""
+    if _shared_ssl_context.cache_info().currsize:
+        return _shared_ssl_context()
+    return await anyio.to_thread.run_sync(_shared_ssl_context)
+
+
 @final
 class Visitor:
     """A program acting as one visitor in Giosg live chat.
@@ -314,7 +322,7 @@ class Visitor:
                     headers={"User-Agent": USER_AGENT},
                     # One SSL context per process: each new one loads the CA bundle again
                     # (~0.8 MiB of OpenSSL memory per visitor).
-                    verify=_shared_ssl_context(),
+                    verify=await shared_ssl_context(),
                 )
                 self._client = client
                 stack.push_async_callback(self._close_client, client)

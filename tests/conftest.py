@@ -1,4 +1,4 @@
-"""Every async test runs on asyncio and on trio."""
+"""Every async test runs on asyncio and on trio (``_backend_guard`` fails the run otherwise)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from giosg_visitor._budget import PROCESS_RETRY_BUDGET
 from giosg_visitor.realtime.connection import forget_discovered_strategies
 from giosg_visitor.testing import FakeGiosg
 
+# The backend coverage guard, a collection hook (re-exported so pytest finds it here).
+from ._backend_guard import pytest_collection_modifyitems as pytest_collection_modifyitems
 from ._helpers import ROOM_ID
 from ._sockjs_router import (
     SockJSRouter,

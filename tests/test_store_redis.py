@@ -101,6 +101,7 @@ class TestContract:
         assert client.ping()  # the caller's client is left open
         client.close()
 
+    @pytest.mark.single_backend(reason="redis.asyncio clients run on asyncio only")
     @pytest.mark.parametrize("anyio_backend", ["asyncio"])
     async def test_asyncio_client_passes_check_store(self, redis_url: str) -> None:
         """A caller's redis.asyncio.Redis client keeps the contract on asyncio."""
@@ -110,6 +111,7 @@ class TestContract:
         assert await client.ping()  # the caller's client is left open
         await client.aclose()
 
+    @pytest.mark.single_backend(reason="checks the refusal that only trio triggers")
     @pytest.mark.parametrize("anyio_backend", ["trio"])
     async def test_asyncio_client_is_refused_on_trio(self, redis_url: str) -> None:
         """redis.asyncio cannot run on trio: a clear RuntimeError says what to pass instead."""

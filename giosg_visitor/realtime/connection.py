@@ -1207,7 +1207,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     task_group.start_soon(self._watchdog, idle_timeout)
                 # The read loop runs in this task (one task less per connection, ~3 KiB);
                 # it ends through _lost(), which cancels the others.
-                await self._reader(socket, protocol)
+                try:
+                    await self._reader(socket, protocol)
+                finally:
+                    # Once the body is left the group takes no new task (trio raises and
+                    # the writer's coroutine would never run): no writer may start now.
+                    self._socket_group = None
         finally:
             if watch_frames is not None:
                 watch_frames(None)

@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import Final
 
 
-__all__ = ["FIGURES", "FIGURES_ENV", "Figures", "main", "summary"]
+__all__ = [
+    "FIGURES",
+    "FIGURES_ENV",
+    "LIFECYCLE_MUST_BE_ZERO",
+    "Figures",
+    "lifecycle_rows",
+    "main",
+    "summary",
+]
 
 #: Where the session writes its counters (unset: nowhere).
 FIGURES_ENV: Final = "GIOSG_FIGURES"
@@ -58,6 +66,13 @@ class Figures:
             raise ValueError(f"counter names are dotted (group.name), not {name!r}")
         with self._lock:
             self._counts[name] += int(amount)
+
+    def maximum(self, name: str, value: int) -> None:
+        """Raise the counter ``name`` to ``value`` if it is lower (a peak, not a sum)."""
+        if "." not in name:
+            raise ValueError(f"counter names are dotted (group.name), not {name!r}")
+        with self._lock:
+            self._counts[name] = max(self._counts.get(name, int(value)), int(value))
 
     def get(self, name: str) -> int:
         """The counter ``name`` (0 if never added to)."""
@@ -140,7 +155,8 @@ def summary(counts: dict[str, int], *, details: bool = True) -> str:
             for name, value in sorted(counts.items()):
                 if name.split(".", 1)[0] == group:
                     rows.append(f"    {name:<40} {number(value)}")
-    bad = [name for name in MUST_BE_ZERO if counts.get(name, 0)]
+    rows.extend(lifecycle_rows(counts))
+    bad = [name for name in MUST_BE_ZERO + LIFECYCLE_MUST_BE_ZERO if counts.get(name, 0)]
     rows.append("  verdict: " + ("FAIL (" + ", ".join(bad) + " not 0)" if bad else "OK"))
     return "\n".join(rows)
 
@@ -157,7 +173,70 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     counts = {str(k): int(v) for k, v in json.loads(path.read_text()).items()}
     print(summary(counts))
-    return 1 if any(counts.get(name, 0) for name in MUST_BE_ZERO) else 0
+    must_be_zero = MUST_BE_ZERO + LIFECYCLE_MUST_BE_ZERO
+    return 1 if any(counts.get(name, 0) for name in must_be_zero) else 0
+
+
+# Long-life figures: clock skew, event-loop blocking, the soak, cancellation. Kept apart
+# from the figures above; peaks are recorded with Figures.maximum, sums with Figures.add.
+
+#: Long-life counters that must stay at zero.
+LIFECYCLE_MUST_BE_ZERO: Final = (
+    "skew.expired_sends",
+    "loop.slow_callbacks",
+    "cancel.leaks",
+)
+
+
+def lifecycle_rows(counts: dict[str, int]) -> list[str]:
+    """The summary lines of the long-life figures (none if no such test ran)."""
+    names = ("skew.", "loop.", "soak.", "cancel.", "trials.skew_runs", "trials.soak_cycles")
+    if not any(name.startswith(names) for name in counts):
+        return []
+
+    def get(name: str) -> str:
+        return f"{counts.get(name, 0):,}"
+
+    def line(label: str, value: str) -> str:
+        return f"  {label:<34} {value}"
+
+    growth = counts.get("soak.rss_growth_permille", 0) / 10
+    rows = ["  long-life checks:"]
+    if "trials.skew_runs" in counts:
+        rows.append(
+            line(
+                "clock-skew runs",
+                f"{get('trials.skew_runs')}; expired sends: {get('skew.expired_sends')}; "
+                f"most extra renewals per restart: {get('skew.extra_renewals_max')}",
+            )
+        )
+    if "loop.runs" in counts:
+        rows.append(
+            line(
+                "slow callbacks (over 50 ms)",
+                f"{get('loop.slow_callbacks')} from SDK code, "
+                f"{get('loop.slow_callbacks_other')} elsewhere "
+                f"({get('loop.runs')} watched tests)",
+            )
+        )
+    if "trials.soak_cycles" in counts:
+        rows.append(
+            line(
+                "soak",
+                f"{get('trials.soak_cycles')} cycles; RSS growth {growth:.1f} %, "
+                f"peak tasks {get('soak.peak_tasks')}, peak fds {get('soak.peak_fds')}, "
+                f"dedupe window peak {get('soak.dedupe_peak')} "
+                f"(capacity {get('soak.dedupe_capacity')})",
+            )
+        )
+    if "trials.cancellations" in counts:
+        rows.append(
+            line(
+                "cancellation trials",
+                f"{get('trials.cancellations')}; leaks: {get('cancel.leaks')}",
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":
