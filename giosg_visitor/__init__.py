@@ -9,6 +9,13 @@ from ._http import Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
 from .chat import Chat as Chat, MemberStream as MemberStream, MessageStream as MessageStream
+from .cluster import (
+    ClusterStats as ClusterStats,
+    Delivery as Delivery,
+    DeliveryLostError as DeliveryLostError,
+    LeaseLostError as LeaseLostError,
+    RedisCoordinator as RedisCoordinator,
+)
 from .credentials import (
     BearerAuth as BearerAuth,
     ClientCredentials as ClientCredentials,
@@ -55,7 +62,7 @@ from .models import (
     StoredToken as StoredToken,
     VisitorRecord as VisitorRecord,
 )
-from .pool import VisitorPool as VisitorPool
+from .pool import PoolStats as PoolStats, VisitorPool as VisitorPool
 from .realtime import (
     Change as Change,
     ConnectionState as ConnectionState,
@@ -87,8 +94,11 @@ __all__ = [
     "ChatInfo",
     "ClientCredentials",
     "Clock",
+    "ClusterStats",
     "ConnectionClosedError",
     "ConnectionState",
+    "Delivery",
+    "DeliveryLostError",
     "DeliveryUnknownError",
     "FileStore",
     "Gap",
@@ -99,6 +109,7 @@ __all__ = [
     "InvalidGrantError",
     "InvalidScopeError",
     "InvalidSecretError",
+    "LeaseLostError",
     "MemberStream",
     "Membership",
     "MemoryStore",
@@ -111,10 +122,12 @@ __all__ = [
     "OnlineUser",
     "OrganizationSession",
     "PermissionDeniedError",
+    "PoolStats",
     "ProtocolError",
     "RateLimitError",
     "RealtimeError",
     "ReconnectPolicy",
+    "RedisCoordinator",
     "RedisStore",
     "RenewalFailedError",
     "RenewalPolicy",
