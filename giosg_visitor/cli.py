@@ -2,11 +2,13 @@
 
 * ``demo``: a full conversation against an embedded fake Giosg (no account needed).
 * ``chat``: an interactive terminal chat against real Giosg or ``--fake``.
+* ``cluster-status``: a cluster's state as stored in Redis (workers, leases, deliveries).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from functools import partial
@@ -39,7 +41,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     chat.add_argument(
         "--store", type=Path, default=Path("giosg-visitor.json"), help="where the secret is kept"
     )
+    status = commands.add_parser(
+        "cluster-status", help="a cluster's state from Redis (workers, leases, deliveries)"
+    )
+    status.add_argument(
+        "--redis",
+        default=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+        help="Redis URL (default: $REDIS_URL or redis://localhost:6379/0)",
+    )
+    status.add_argument("--prefix", default="giosg:", help="the coordinator's key prefix")
+    status.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    if args.command == "cluster-status":
+        from ._cluster_cli import print_cluster_status
+
+        return anyio.run(
+            partial(print_cluster_status, args.redis, args.prefix, as_json=args.json),
+            backend=args.backend,
+        )
     if args.command == "demo":
         state_dir: Path = args.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)

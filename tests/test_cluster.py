@@ -7,6 +7,8 @@ soak with SIGKILL lives in ``tests/test_cluster_soak.py``.
 
 from __future__ import annotations
 
+import json
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -420,3 +422,25 @@ def test_options_are_checked(redis_url: str) -> None:
         RedisCoordinator(42)  # type: ignore[arg-type]
     secret_url = "redis://:hunter2-canary@127.0.0.1:1/0"
     assert "hunter2" not in repr(RedisCoordinator(secret_url))
+
+
+async def test_cluster_status_reads_the_state_from_redis(giosg: FakeGiosg, redis_url: str) -> None:
+    """`giosg-visitor cluster-status` shows workers, owners and counters, no visitor keys."""
+    prefix = unique_prefix()
+    async with workers(giosg, redis_url, ["only-worker"], prefix, lease_seconds=3) as pools:
+        async with pools["only-worker"].visitor("secret-user-key") as visitor:
+            await visitor.start_chat(ROOM_ID)
+        await wait_until(lambda: len(owners(pools)) == 1)
+        command = [sys.executable, "-m", "giosg_visitor", "cluster-status"]
+        command += ["--redis", redis_url, "--prefix", prefix]
+        result = await anyio.run_process(command, check=True)
+        text = result.stdout.decode()
+        assert "workers: 1" in text
+        assert "only-worker" in text
+        assert "owns 1" in text
+        assert "active visitors: 1 (0 without an owner right now)" in text
+        assert "leases_taken=1" in text
+        assert "secret-user-key" not in text
+        as_json = await anyio.run_process([*command, "--json"], check=True)
+        state = json.loads(as_json.stdout)
+        assert state["leases"] == {"only-worker": 1}
