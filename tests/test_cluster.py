@@ -444,3 +444,64 @@ async def test_cluster_status_reads_the_state_from_redis(giosg: FakeGiosg, redis
         as_json = await anyio.run_process([*command, "--json"], check=True)
         state = json.loads(as_json.stdout)
         assert state["leases"] == {"only-worker": 1}
+
+
+def test_rendezvous_placement_moves_only_what_the_new_worker_wins() -> None:
+    """A fifth worker joins: about a fifth of the keys move, all of them to it."""
+    from giosg_visitor.cluster._placement import preferred_owner
+
+    keys = [f"user-{n}" for n in range(2000)]
+    four = [f"w{n}" for n in range(4)]
+    before = {key: preferred_owner(key, four) for key in keys}
+    after = {key: preferred_owner(key, [*four, "w4"]) for key in keys}
+    moved = [key for key in keys if before[key] != after[key]]
+    assert all(after[key] == "w4" for key in moved)
+    assert 0.15 < len(moved) / len(keys) < 0.25
+    # A worker leaving moves only its own keys.
+    three = {key: preferred_owner(key, four[1:]) for key in keys}
+    assert all(three[key] == before[key] for key in keys if before[key] != "w0")
+    assert preferred_owner("x", []) is None
+
+
+async def test_an_idle_visitor_stops_being_active(giosg: FakeGiosg, redis_url: str) -> None:
+    """Its chat ended and the idle time passed: the owner lets the socket go."""
+    prefix = unique_prefix()
+    async with workers(giosg, redis_url, ["a"], prefix, lease_seconds=2, idle_seconds=1) as pools:
+        async with pools["a"].visitor("alice") as visitor:
+            chat = await visitor.start_chat(ROOM_ID)
+            visitor_id = visitor.visitor_id
+        await wait_until(lambda: owners(pools) == {"alice": ["a"]})
+        await wait_until(lambda: sockets(giosg, visitor_id) == 1)
+        await giosg.end_chat(chat.id)
+        await wait_until(lambda: owners(pools) == {}, seconds=10)
+        await wait_until(lambda: sockets(giosg, visitor_id) == 0)
+        coordinator = pools["a"]._require_cluster().coordinator
+        assert await coordinator.active() == {}
+        assert await coordinator.holder("alice") is None
+        # A new chat makes it active again.
+        async with pools["a"].visitor("alice") as visitor:
+            await visitor.start_chat(ROOM_ID)
+        await wait_until(lambda: owners(pools) == {"alice": ["a"]})
+
+
+def test_the_cluster_example_relays_every_answer_once(redis_url: str) -> None:
+    """examples/cluster/run.py: workers relay each bot answer once, also after a SIGTERM."""
+    import subprocess
+    from pathlib import Path
+
+    url = redis_url.rsplit("/", 1)[0] + "/7"  # the example uses the default prefixes
+    client = raw_client(url)
+    client.flushdb()
+    client.close()
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, str(root / "examples" / "cluster" / "run.py"), "--redis", url]
+    result = subprocess.run(
+        [*command, "--workers", "2", "--users", "3"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "every answer relayed exactly once" in result.stdout
+    assert result.stdout.count("1x whatsapp:") == 6
