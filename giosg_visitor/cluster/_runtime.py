@@ -52,6 +52,8 @@ _EPOCH_POLL: Final = 0.2
 _READ_BLOCK_MS: Final = 500
 #: How many owner visitors may be starting at once on one worker.
 _MAX_OWNER_STARTS: Final = 20
+#: Leases claimed per round trip.
+_CLAIM_BATCH: Final = 200
 #: Pause after a Redis error in a background loop before trying again.
 _ERROR_PAUSE: Final = 0.5
 
@@ -112,6 +114,7 @@ class ClusterRuntime:
         self._stopping = False
         self._start_limiter = anyio.CapacityLimiter(_MAX_OWNER_STARTS)
         self._to_activate: set[str] = set()
+        self._leaving: set[str] = set()
 
     # Lifecycle ---------------------------------------------------------------------------
 
@@ -252,6 +255,7 @@ class ClusterRuntime:
                     pass
 
     async def _place(self, members: list[str]) -> None:
+        assert self._task_group is not None
         me = self._coordinator.worker_id
         for key in sorted(self._to_activate):
             await self._coordinator.activate(key)
@@ -266,28 +270,40 @@ class ClusterRuntime:
                 owned.seen_activity = active[key]
                 owned.rescan.set()
             preferred = preferred_owner(key, members)
-            if preferred is not None and preferred != me and not self._stopping:
-                await self._hand_over(key, owned)
+            if preferred not in (None, me) and not self._stopping and key not in self._leaving:
+                # In its own task: closing a visitor must not hold up placement.
+                self._leaving.add(key)
+                self._task_group.start_soon(self._hand_over, key, owned)
         if self._stopping or me not in members:
             return
-        assert self._task_group is not None
-        for key, activity in active.items():
-            if key in self._owned or preferred_owner(key, members) != me:
-                continue
-            lease = await self._coordinator.claim(key)
-            if lease is None:
-                continue  # the previous owner has not let go yet: the epoch will move
-            self._stats.leases_taken += 1
-            owned = _Owned(lease, self._clock.monotonic(), activity)
-            self._owned[key] = owned
-            self._task_group.start_soon(self._own, owned)
+        wanted = [
+            key
+            for key in active
+            if key not in self._owned
+            and key not in self._leaving
+            and preferred_owner(key, members) == me
+        ]
+        for start in range(0, len(wanted), _CLAIM_BATCH):
+            batch = wanted[start : start + _CLAIM_BATCH]
+            for key, lease in zip(batch, await self._coordinator.claim_many(batch), strict=True):
+                # None: the previous owner has not let go yet; the epoch moves when it does.
+                if lease is not None and key not in self._owned and not self._stopping:
+                    self._stats.leases_taken += 1
+                    owned = _Owned(lease, self._clock.monotonic(), active[key])
+                    self._owned[key] = owned
+                    self._task_group.start_soon(self._own, owned)
 
     async def _hand_over(self, key: str, owned: _Owned) -> None:
-        owned.scope.cancel()
-        await owned.done.wait()
-        if await self._coordinator.release(owned.lease):
-            self._stats.leases_handed_over += 1
-        logger.debug("handed visitor %s over", key)
+        try:
+            owned.scope.cancel()
+            await owned.done.wait()
+            if await self._coordinator.release(owned.lease):
+                self._stats.leases_handed_over += 1
+            logger.debug("handed visitor %s over", key)
+        except GiosgError as exc:
+            logger.warning("could not hand a visitor over: %s", type(exc).__name__)
+        finally:
+            self._leaving.discard(key)
 
     # Leases --------------------------------------------------------------------------------
 

@@ -34,15 +34,25 @@ return out
 """
 )
 
-#: KEYS: lease, fence, stats. ARGV: worker id, lease ttl (ms).
-#: Returns the lease token ``<worker>|<fence>`` or false when someone holds the lease.
+#: KEYS: lease 1, fence 1, lease 2, fence 2, ..., stats. ARGV: worker id, lease ttl (ms).
+#: Takes each free lease with the next fencing number of its visitor. Returns one item
+#: per visitor: the lease token ``<worker>|<fence>``, or "" when someone holds the lease.
 CLAIM: Final = """
-if redis.call('exists', KEYS[1]) == 1 then return false end
-local fence = redis.call('incr', KEYS[2])
-local token = ARGV[1] .. '|' .. fence
-redis.call('set', KEYS[1], token, 'PX', ARGV[2])
-redis.call('hincrby', KEYS[3], 'leases_taken', 1)
-return token
+local out = {}
+local taken = 0
+for i = 1, (#KEYS - 1) / 2 do
+  local lease, fence = KEYS[2 * i - 1], KEYS[2 * i]
+  if redis.call('exists', lease) == 1 then
+    out[i] = ''
+  else
+    local token = ARGV[1] .. '|' .. redis.call('incr', fence)
+    redis.call('set', lease, token, 'PX', ARGV[2])
+    out[i] = token
+    taken = taken + 1
+  end
+end
+if taken > 0 then redis.call('hincrby', KEYS[#KEYS], 'leases_taken', taken) end
+return out
 """
 
 #: KEYS: leases. ARGV: ttl (ms), then one token per lease. Returns 1/0 per lease.

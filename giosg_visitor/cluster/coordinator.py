@@ -233,18 +233,22 @@ class RedisCoordinator:
 
     async def claim(self, key: str) -> Lease | None:
         """Take ``key``'s lease if nobody holds it (with a new, larger fencing number)."""
-        token = await self._link.script(
-            _scripts.CLAIM,
-            [
-                self.redis_key("lease", key),
-                self.redis_key("fence", key),
-                self.redis_key("stats"),
-            ],
-            [self.worker_id, self._lease_ms],
+        return (await self.claim_many([key]))[0]
+
+    async def claim_many(self, keys: Sequence[str]) -> list[Lease | None]:
+        """:meth:`claim` for many keys in one round trip (one result per key)."""
+        if not keys:
+            return []
+        names: list[str] = []
+        for key in keys:
+            names += [self.redis_key("lease", key), self.redis_key("fence", key)]
+        reply = await self._link.script(
+            _scripts.CLAIM, [*names, self.redis_key("stats")], [self.worker_id, self._lease_ms]
         )
-        if token is None:
-            return None
-        return Lease(key=key, token=_text(token))
+        return [
+            Lease(key=key, token=_text(token)) if token else None
+            for key, token in zip(keys, reply, strict=True)
+        ]
 
     async def renew(self, leases: Sequence[Lease]) -> list[bool]:
         """Extend each lease that is still ours; ``False`` for each that is not."""
