@@ -505,3 +505,35 @@ def test_the_cluster_example_relays_every_answer_once(redis_url: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "every answer relayed exactly once" in result.stdout
     assert result.stdout.count("1x whatsapp:") == 6
+
+
+async def test_an_owner_that_cannot_renew_stops_before_its_lease_ends(
+    giosg: FakeGiosg, redis_url: str
+) -> None:
+    """Redis unreachable for renewals: the owner drops the visitor within 2/3 of the lease."""
+    from giosg_visitor import TransportError
+
+    prefix = unique_prefix()
+    lease = 3.0
+    async with workers(giosg, redis_url, ["a"], prefix, lease_seconds=lease) as pools:
+        async with pools["a"].visitor("alice") as visitor:
+            await visitor.start_chat(ROOM_ID)
+            visitor_id = visitor.visitor_id
+        await wait_until(lambda: owners(pools) == {"alice": ["a"]})
+        await wait_until(lambda: sockets(giosg, visitor_id) == 1)
+        coordinator = pools["a"]._require_cluster().coordinator
+        holder = await coordinator.holder("alice")
+
+        async def partitioned(leases: object) -> list[bool]:
+            raise TransportError("Redis at redis://127.0.0.1 could not be reached (test)")
+
+        coordinator.renew = partitioned  # type: ignore[method-assign]
+        cut = anyio.current_time()
+        await wait_until(lambda: owners(pools) == {}, seconds=lease)
+        assert anyio.current_time() - cut < lease
+        # It stopped while its lease was still valid: nobody could have taken over yet.
+        assert await coordinator.holder("alice") == holder
+        stats = pools["a"].stats().cluster
+        assert stats is not None
+        assert stats.leases_lost == 1
+        await wait_until(lambda: sockets(giosg, visitor_id) == 0)
