@@ -285,11 +285,13 @@ class ClusterRuntime:
         ]
         for start in range(0, len(wanted), _CLAIM_BATCH):
             batch = wanted[start : start + _CLAIM_BATCH]
+            # A lease counts from before the claim was sent: Redis's TTL starts later.
+            claimed_at = self._clock.monotonic()
             for key, lease in zip(batch, await self._coordinator.claim_many(batch), strict=True):
                 # None: the previous owner has not let go yet; the epoch moves when it does.
                 if lease is not None and key not in self._owned and not self._stopping:
                     self._stats.leases_taken += 1
-                    owned = _Owned(lease, self._clock.monotonic(), active[key])
+                    owned = _Owned(lease, claimed_at, active[key])
                     self._owned[key] = owned
                     self._task_group.start_soon(self._own, owned)
 
@@ -308,24 +310,42 @@ class ClusterRuntime:
     # Leases --------------------------------------------------------------------------------
 
     async def _renewal_loop(self) -> None:
+        """Renew every third of a lease; stop owning by two thirds without a renewal.
+
+        A lease claimed at ``t`` (or last renewed by a call that started at ``t``) is
+        Redis's until ``t + lease``. After a failed renewal the loop tries again at the
+        latest at ``t + 2/3 lease``, and a visitor whose renewal has not succeeded by then
+        is dropped, however long Redis takes to answer.
+        """
         lease_seconds = self._coordinator.lease_seconds
+        tick = lease_seconds / 3
+        delay = tick
         while not self._stopping:
-            await self._clock.sleep(lease_seconds / 3)
+            await self._clock.sleep(delay)
             owned = list(self._owned.values())
             started = self._clock.monotonic()
-            try:
-                with anyio.fail_after(lease_seconds / 3):
+            deadlines = [item.renewed_at + 2 * tick for item in owned]
+            limit = min([tick, *(deadline - started for deadline in deadlines)])
+            results: list[bool] | None = None
+            with anyio.move_on_after(max(0.01, limit)):
+                try:
                     results = await self._coordinator.renew([item.lease for item in owned])
-            except (GiosgError, TimeoutError) as exc:
-                logger.warning("lease renewal failed: %s", type(exc).__name__)
-                results = None
+                except GiosgError as exc:
+                    logger.warning("lease renewal failed: %s", type(exc).__name__)
             now = self._clock.monotonic()
-            for index, item in enumerate(owned):
-                if results is not None and results[index]:
+            if results is None and limit > 0.01 and now - started >= limit:
+                logger.warning("lease renewal failed: no answer within %.2f s", limit)
+            earliest: float | None = None
+            verdicts = results if results is not None else [False] * len(owned)
+            for item, deadline, ok in zip(owned, deadlines, verdicts, strict=True):
+                if ok:
                     item.renewed_at = started
-                elif results is not None or now - item.renewed_at >= 2 * lease_seconds / 3:
+                elif results is not None or now >= deadline:
                     # Refused, or too close to expiry to go on acting as owner.
                     self._lose(item)
+                else:
+                    earliest = deadline if earliest is None else min(earliest, deadline)
+            delay = tick if earliest is None else max(0.01, min(tick, earliest - now))
 
     def _lose(self, owned: _Owned) -> None:
         if self._owned.get(owned.lease.key) is owned:
