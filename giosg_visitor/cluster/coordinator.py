@@ -104,7 +104,8 @@ class RedisCoordinator:
     Like :class:`~giosg_visitor.RedisStore`, it takes a URL (it then makes its own
     clients: ``redis.asyncio`` on asyncio, the synchronous client in worker threads on
     trio) or a client you own: a ``redis.asyncio.Redis`` (asyncio only) or a
-    ``redis.Redis`` (both backends).
+    ``redis.Redis`` (both backends). Give each pool its own coordinator: the pool closes
+    it (the clients it made) when the pool exits.
 
     Args:
         url_or_client: A ``redis://``, ``rediss://`` or ``unix://`` URL, or a client.
