@@ -9,6 +9,13 @@ from ._http import ResponseLimits as ResponseLimits, Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
 from .chat import Chat as Chat, MemberStream as MemberStream, MessageStream as MessageStream
+from .cluster import (
+    ClusterStats as ClusterStats,
+    Delivery as Delivery,
+    DeliveryLostError as DeliveryLostError,
+    LeaseLostError as LeaseLostError,
+    RedisCoordinator as RedisCoordinator,
+)
 from .credentials import (
     BearerAuth as BearerAuth,
     ClientCredentials as ClientCredentials,
@@ -71,7 +78,11 @@ from .models import (
     VisitorRecord as VisitorRecord,
     choosable_actions as choosable_actions,
 )
-from .pool import VisitorOptions as VisitorOptions, VisitorPool as VisitorPool
+from .pool import (
+    PoolStats as PoolStats,
+    VisitorOptions as VisitorOptions,
+    VisitorPool as VisitorPool,
+)
 from .realtime import (
     Change as Change,
     ConnectionState as ConnectionState,
@@ -108,8 +119,11 @@ __all__ = [
     "ClientCredentials",
     "Clock",
     "ClosedError",
+    "ClusterStats",
     "ConnectionClosedError",
     "ConnectionState",
+    "Delivery",
+    "DeliveryLostError",
     "DeliveryUnknownError",
     "FileStore",
     "Gap",
@@ -120,6 +134,7 @@ __all__ = [
     "InvalidGrantError",
     "InvalidScopeError",
     "InvalidSecretError",
+    "LeaseLostError",
     "MemberStream",
     "Membership",
     "MemoryStore",
@@ -134,10 +149,12 @@ __all__ = [
     "OnlineUser",
     "OrganizationSession",
     "PermissionDeniedError",
+    "PoolStats",
     "ProtocolError",
     "RateLimitError",
     "RealtimeError",
     "ReconnectPolicy",
+    "RedisCoordinator",
     "RedisStore",
     "RenewalFailedError",
     "RenewalPolicy",

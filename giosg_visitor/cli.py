@@ -3,6 +3,7 @@
 * ``demo``: a full conversation against an embedded fake Giosg (no account needed).
 * ``chat``: an interactive terminal chat against real Giosg or ``--fake``.
 * ``probe``: a diagnostic report of the first contact with an organization.
+* ``cluster-status``: a cluster's state as stored in Redis (workers, leases, deliveries).
 
 Each subcommand is an ``_add_<name>`` function that builds its parser and sets its
 ``handler``; :func:`main` parses, runs the handler and turns expected failures (no
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(commands)
     _add_chat(commands)
     _add_probe(commands)
+    _add_cluster_status(commands)
     return parser
 
 
@@ -89,6 +91,29 @@ def _add_probe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_probe_arguments(probe)
     # The probe runs its own event loop and prints its own report and error line.
     probe.set_defaults(handler=None)
+
+
+def _add_cluster_status(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    status = commands.add_parser(
+        "cluster-status", help="a cluster's state from Redis (workers, leases, deliveries)"
+    )
+    status.add_argument(
+        "--redis",
+        default=os.environ.get("REDIS_URL", "redis://localhost:6379/0"),
+        help="Redis URL (default: $REDIS_URL or redis://localhost:6379/0)",
+    )
+    status.add_argument("--prefix", default="giosg:", help="the coordinator's key prefix")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(handler=_cluster_status_job)
+
+
+def _cluster_status_job(args: argparse.Namespace) -> Callable[[], Awaitable[int]]:
+    from ._cluster_cli import print_cluster_status
+
+    async def job() -> int:
+        return await print_cluster_status(args.redis, args.prefix, as_json=args.json)
+
+    return job
 
 
 def _add_chat(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

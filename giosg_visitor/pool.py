@@ -5,12 +5,13 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Generator, Sequence
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, TypedDict, Unpack, final
 
 import anyio
 import anyio.abc
+import attrs
 import httpx
 
 from ._auth import InvalidSecretPolicy
@@ -24,7 +25,11 @@ from .stores.base import Store
 from .visitor import Visitor, shared_ssl_context
 
 
-__all__ = ["VisitorOptions", "VisitorPool"]
+if TYPE_CHECKING:
+    from .cluster import ClusterStats, Deliveries, RedisCoordinator
+    from .cluster._runtime import ClusterRuntime
+
+__all__ = ["PoolStats", "VisitorOptions", "VisitorPool"]
 
 
 class VisitorOptions(TypedDict, total=False):
@@ -72,6 +77,23 @@ def _check_options(organization_id: str, base_url: str, options: dict[str, Any])
 logger = logging.getLogger("giosg_visitor.pool")
 
 
+@attrs.frozen(kw_only=True)
+class PoolStats:
+    """A pool's counters (see :meth:`VisitorPool.stats`).
+
+    Attributes:
+        open: Visitors open in this pool now.
+        started: Visitors started since the pool opened.
+        closed_idle: Visitors closed for being idle.
+        cluster: This worker's cluster counters (``None`` without a coordinator).
+    """
+
+    open: int
+    started: int
+    closed_idle: int
+    cluster: ClusterStats | None = None
+
+
 @final
 class _Entry:
     """One pooled visitor: started by its own host task in the pool's task group."""
@@ -112,6 +134,10 @@ class VisitorPool:
         max_connections: Size of the shared HTTP connection pool.
         http_client: Use this client instead of creating one (not closed by the pool).
         clock: Time source (tests pass a ``FakeClock``).
+        coordinator: Cluster mode (see :class:`~giosg_visitor.RedisCoordinator`): one
+            worker of the cluster holds each active visitor's socket, and
+            :meth:`inbound` delivers the operator messages of every active visitor.
+            The pool's own visitors then serve REST only (no socket).
         **visitor_options: Passed to every :class:`~giosg_visitor.Visitor`: the keys of
             :class:`VisitorOptions` (``realtime``, ``renewal``, ``retry``, ``timeouts``,
             ``socket_strategy``, ``socket_idle_timeout``, ...). A misspelt or invalid
@@ -134,6 +160,7 @@ class VisitorPool:
         max_connections: int = 100,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
+        coordinator: RedisCoordinator | None = None,
         **visitor_options: Unpack[VisitorOptions],
     ) -> None:
         if idle_timeout is not None and idle_timeout <= 0:
@@ -158,6 +185,8 @@ class VisitorPool:
         self._reaper_scope: anyio.CancelScope | None = None
         self.started = 0
         self.closed_idle = 0
+        self._coordinator = coordinator
+        self._cluster: ClusterRuntime | None = None
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -189,6 +218,9 @@ class VisitorPool:
             stack.callback(self._close_all)
             if self._idle_timeout is not None:
                 self._task_group.start_soon(self._reap_idle, self._idle_timeout)
+            if self._coordinator is not None:
+                # Left first on exit: leases are handed over while the client still works.
+                self._cluster = await stack.enter_async_context(self._cluster_runtime())
         except BaseException:
             await stack.__aexit__(None, None, None)
             raise
@@ -289,6 +321,67 @@ class VisitorPool:
         """The keys of the visitors open now."""
         return list(self._entries)
 
+    # Cluster mode ---------------------------------------------------------------------------
+
+    def inbound(self) -> AbstractAsyncContextManager[Deliveries]:
+        """The operator messages of every active visitor of the cluster, to acknowledge.
+
+        Use ``async with pool.inbound() as deliveries: async for d in deliveries: ...;
+        await d.ack()``. Each message is acknowledged exactly once across the cluster:
+        a delivery left unacknowledged by a worker that died is redelivered to another
+        worker after ``redeliver_after``; an acknowledged one is never delivered again.
+
+        Raises:
+            RuntimeError: The pool has no coordinator or is not running, or
+                ``inbound()`` is already open on it.
+        """
+        return self._require_cluster().inbound()
+
+    async def activate(self, key: str) -> None:
+        """Mark ``key`` active: some worker must own its socket (a started chat does it).
+
+        Use it for a visitor whose chat was started before the cluster mode.
+        """
+        await self._require_cluster().activate(key)
+
+    def stats(self) -> PoolStats:
+        """Counters of this pool (and of its share of the cluster in cluster mode)."""
+        return PoolStats(
+            open=len(self._entries),
+            started=self.started,
+            closed_idle=self.closed_idle,
+            cluster=self._cluster.stats() if self._cluster is not None else None,
+        )
+
+    def _require_cluster(self) -> ClusterRuntime:
+        if self._coordinator is None:
+            raise RuntimeError(
+                "cluster mode needs VisitorPool(..., coordinator=RedisCoordinator())"
+            )
+        if self._cluster is None:
+            raise RuntimeError("use `async with VisitorPool(...)` first")
+        return self._cluster
+
+    def _cluster_runtime(self) -> ClusterRuntime:
+        from .cluster._runtime import ClusterRuntime
+
+        assert self._coordinator is not None
+        return ClusterRuntime(
+            self._coordinator, make_visitor=self._owner_visitor, clock=self._clock
+        )
+
+    def _owner_visitor(self, key: str) -> Visitor:
+        """The visitor that holds ``key``'s socket on its owner (resumed from the store)."""
+        return Visitor(
+            self.organization_id,
+            base_url=self._base_url,
+            store=self._store,
+            key=key,
+            http_client=self._client,
+            clock=self._clock,
+            **self._options,
+        )
+
     def __repr__(self) -> str:
         return f"<VisitorPool org={self.organization_id} open={len(self._entries)}>"
 
@@ -304,6 +397,10 @@ class VisitorPool:
         try:
             async with AsyncExitStack() as stack:
                 async with self._start_limiter:
+                    options = self._options
+                    if self._coordinator is not None:
+                        # Only the owner holds a socket; REST works everywhere.
+                        options = {**options, "realtime": False}
                     visitor = Visitor(
                         self.organization_id,
                         base_url=self._base_url,
@@ -311,8 +408,10 @@ class VisitorPool:
                         key=entry.key,
                         http_client=self._client,
                         clock=self._clock,
-                        **self._options,
+                        **options,
                     )
+                    if self._cluster is not None:
+                        visitor._chat_started = self._cluster.chat_started
                     entry.visitor = await stack.enter_async_context(visitor)
                 self.started += 1
                 task_status.started()

@@ -8,7 +8,7 @@ import math
 import random
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any, Final, Literal, Self, final
@@ -139,6 +139,7 @@ class Visitor:
         "__weakref__",
         "_api",
         "_base_url",
+        "_chat_started",
         "_chats",
         "_client",
         "_clock",
@@ -240,6 +241,8 @@ class Visitor:
         # Set when started with start() (a root host task owns the `async with`).
         self._host_stop: anyio.Event | None = None
         self._host_done: anyio.Event | None = None
+        # Set by a clustered VisitorPool: a started chat makes the key active.
+        self._chat_started: Callable[[str], Awaitable[None]] | None = None
         self._host_error: BaseException | None = None
 
     # Properties ---------------------------------------------------------------------------
@@ -527,7 +530,10 @@ class Visitor:
         api = self._require_api()
         if join_room:
             await self.join_room(room_id)
-        return self._register(await api.create_chat(room_id))
+        chat = self._register(await api.create_chat(room_id))
+        if self._chat_started is not None:
+            await self._chat_started(self._key)
+        return chat
 
     async def chats(self) -> AsyncIterator[Chat]:
         """The visitor's chats, oldest first, following every page."""
