@@ -16,6 +16,7 @@ import enum
 import logging
 import random
 from collections.abc import AsyncGenerator, Callable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Final, Literal, final
 
 import anyio
@@ -24,6 +25,7 @@ import httpx
 
 from ._clock import Clock
 from ._http import USER_AGENT, api_error, is_transient, map_http_errors, server_wait
+from ._limiter import limiter_for
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
@@ -125,6 +127,8 @@ class VisitorSession:
         self._renewing = False
         self._closed = False
         self.identity_change: IdentityChange | None = None
+        # The pool-wide limit on auth requests, when the client belongs to a VisitorPool.
+        self._limiter = limiter_for(client)
 
     # Introspection ----------------------------------------------------------------------
 
@@ -264,7 +268,8 @@ class VisitorSession:
             attempt += 1
             await self._respect_spacing()
             try:
-                token = await self._attempt()
+                async with self._auth_slot():
+                    token = await self._attempt()
             except GiosgError as exc:
                 if not is_transient(exc):
                     raise
@@ -303,6 +308,21 @@ class VisitorSession:
             and next_at - started <= self._retry.deadline
             and self._retry.budget.try_retry()
         )
+
+    def _auth_slot(self) -> AbstractAsyncContextManager[None]:
+        """A slot of the pool-wide auth limit (none without a pool), by token deadline.
+
+        The waiter whose token stops being handed out soonest goes first; a first auth
+        (no token yet) ranks as if its deadline were the auth call's own time limit.
+        """
+        if self._limiter is None:
+            return nullcontext()
+        token = self._token
+        if token is not None:
+            deadline = token.times.hard_at(self._policy)
+        else:
+            deadline = self._clock.monotonic() + _AUTH_SHIELD_SECONDS
+        return self._limiter.slot(deadline)
 
     async def _respect_spacing(self) -> None:
         """Never start renewals closer together than the policy allows (no renew loop)."""

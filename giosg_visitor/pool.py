@@ -14,6 +14,7 @@ import httpx
 
 from ._clock import Clock, SystemClock
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
+from ._limiter import DeadlineLimiter, register, unregister
 from .stores.base import Store
 from .visitor import Visitor
 
@@ -61,6 +62,10 @@ class VisitorPool:
         idle_timeout: Seconds without use after which a visitor is closed (``None``: never).
         max_concurrent_starts: How many visitors may be authenticating at once.
         max_connections: Size of the shared HTTP connection pool.
+        max_background_requests: How many auth and renewal requests may be in flight at
+            once, pool-wide (default: half of ``max_connections``); the rest wait in
+            the SDK, the token that must be renewed soonest first, instead of in the
+            HTTP library's queue. At most ``max_connections``.
         http_client: Use this client instead of creating one (not closed by the pool).
         clock: Time source (tests pass a ``FakeClock``).
         **visitor_options: Passed to every :class:`~giosg_visitor.Visitor` (``realtime``,
@@ -76,6 +81,7 @@ class VisitorPool:
         idle_timeout: float | None = 600.0,
         max_concurrent_starts: int = 20,
         max_connections: int = 100,
+        max_background_requests: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         **visitor_options: Any,
@@ -84,6 +90,10 @@ class VisitorPool:
             raise ValueError("idle_timeout must be positive (or None)")
         if max_concurrent_starts < 1:
             raise ValueError("max_concurrent_starts must be at least 1")
+        if max_background_requests is None:
+            max_background_requests = max(1, max_connections // 2)
+        elif not 1 <= max_background_requests <= max_connections:
+            raise ValueError("max_background_requests must be between 1 and max_connections")
         for reserved in ("store", "key", "http_client", "base_url", "clock"):
             if reserved in visitor_options:
                 raise TypeError(f"{reserved!r} is set by the pool")
@@ -93,6 +103,8 @@ class VisitorPool:
         self._idle_timeout = idle_timeout
         self._start_limiter = anyio.CapacityLimiter(max_concurrent_starts)
         self._max_connections = max_connections
+        self._max_background = max_background_requests
+        self._background: DeadlineLimiter | None = None
         self._shared_client = http_client
         self._client: httpx.AsyncClient | None = None
         self._clock: Clock = clock or SystemClock()
@@ -128,6 +140,7 @@ class VisitorPool:
                 )
             else:
                 self._client = self._shared_client
+            self._tie_background_limit(stack, self._client)
             self._reaper_scope = anyio.CancelScope()
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._close_all)
@@ -257,6 +270,17 @@ class VisitorPool:
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
             entry.finished.set()
+
+    def _tie_background_limit(self, stack: AsyncExitStack, client: httpx.AsyncClient) -> None:
+        """Put the pool-wide auth limit on ``client``, where every session looks for it.
+
+        A client shared by two pools keeps the first pool's limit (one limit per
+        connection pool, which is what it protects).
+        """
+        limiter = register(client, self._max_background)
+        if limiter is not None:
+            self._background = limiter
+            stack.callback(unregister, client, limiter)
 
     async def _reap_idle(self, idle_timeout: float) -> None:
         assert self._reaper_scope is not None
