@@ -84,7 +84,7 @@ class LogCounter(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         """Count one record."""
-        self.counts[f"{record.levelname} {record.msg}"] += 1
+        self.counts[f"{record.levelname} {record.getMessage()[:160]}"] += 1
 
 
 class GcTimer:
