@@ -35,6 +35,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -103,6 +104,11 @@ class GcTimer:
             self.collections[int(info["generation"])] += 1
 
 
+def _cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def count_tasks(backend: str) -> int:
     """Tasks alive in this event loop."""
     if backend == "trio":
@@ -163,6 +169,47 @@ async def run(
         realtime=not args.no_realtime,
     )
     result: dict[str, Any] = {}
+    # (wall, client CPU, server CPU) at the start of the phase being measured.
+    mark = (time.monotonic(), _cpu(me), server.cpu_seconds())
+
+    def cut_short() -> None:
+        """Report what there is when the event loop is too congested to get there itself.
+
+        Runs in a timer thread (``--max-wall``): a collapsed pool (thousands of requests
+        in httpcore's queue) takes its event loop far beyond the planned run length.
+        """
+        wall = time.monotonic()
+        result.setdefault("up_at_ramp_end", up)
+        result.setdefault("ramp", wall - t0)
+        result.setdefault("all_up", False)
+        result["up"] = up
+        result.setdefault("rss_per_visitor", (me.memory_info().rss - rss0) / max(1, up) / 1024)
+        result.setdefault("tasks_per_visitor", float("nan"))
+        span = max(1e-9, wall - mark[0])
+        result["cpu"] = (_cpu(me) - mark[1]) / span
+        result["server_cpu"] = (server.cpu_seconds() - mark[2]) / span
+        result["gc_steady"] = float("nan")
+        result["gc_total"] = gc_timer.total
+        result["gc_collections"] = dict(gc_timer.collections)
+        result["steady"] = (mark[0], wall)
+        result["fake"] = httpx.get(f"{server.base_url}/_bench/stats").json()
+        result["t0"] = t0
+        result["end"] = wall
+        result["saves"] = {k: list(v) for k, v in list(store.saves.items())}
+        result["start_errors"] = dict(start_errors)
+        result["traffic"] = dict(traffic_statuses)
+        result["logs"] = dict(logs.counts)
+        print(
+            f"CUT SHORT after {wall - t0:.0f} s (--max-wall): the event loop was too"
+            " congested to finish the run; the steady-phase figures cover"
+            f" {span:.0f} s from the last phase start"
+        )
+        result["cut"] = True
+        report(result)
+
+    watchdog = threading.Timer(args.max_wall, cut_short)
+    watchdog.daemon = True
+    watchdog.start()
     async with pool, anyio.create_task_group() as tg:
 
         async def one(key: str) -> None:
@@ -198,15 +245,16 @@ async def run(
         result["all_up"] = all_up.is_set()
         rss_up = me.memory_info().rss
         tasks_up = count_tasks(args.backend)
+        result["rss_per_visitor"] = (rss_up - rss0) / max(1, up) / 1024
+        result["tasks_per_visitor"] = (tasks_up - tasks0) / max(1, up)
         await anyio.sleep(args.settle)
         gc_before = gc_timer.total
         steady_from = time.monotonic()
+        mark = (steady_from, _cpu(me), server.cpu_seconds())
         with common.CpuMeter(server) as meter:
             await anyio.sleep(args.lifetimes * args.lifetime)
         steady_to = time.monotonic()
         result["up"] = up
-        result["rss_per_visitor"] = (rss_up - rss0) / max(1, up) / 1024
-        result["tasks_per_visitor"] = (tasks_up - tasks0) / max(1, up)
         result["cpu"] = meter.client_util
         result["server_cpu"] = meter.server_util
         result["gc_steady"] = gc_timer.total - gc_before
@@ -223,6 +271,7 @@ async def run(
         result["logs"] = dict(logs.counts)
         # Reported from inside the pool: a pool that collapsed can take minutes to close
         # (every visitor's shielded auth runs out first), and closing is not measured.
+        watchdog.cancel()
         report(result)
         tg.cancel_scope.cancel()
     return result
@@ -261,6 +310,9 @@ def main() -> None:
     parser.add_argument("--ramp-timeout", type=float, default=600.0, help="s to wait for all up")
     parser.add_argument("--settle", type=float, default=5.0, help="s after the ramp, unmeasured")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--max-wall", type=float, default=1800.0, help="s; then report what there is and exit"
+    )
     args = parser.parse_args()
     n = args.visitors
     fds = common.raise_fd_limit(3 * n + 1024)
@@ -346,8 +398,12 @@ def print_report(args: Any, result: dict[str, Any], base: float) -> None:
         and lapsed == 0
         and result["all_up"]
         and not result["start_errors"]
+        and not result.get("cut")
     )
-    print(f"0 failed renewals, 0 expired-token requests, all up: {'yes' if ok else 'NO'}")
+    print(
+        "0 failed renewals, 0 expired-token requests, all up, run complete:"
+        f" {'yes' if ok else 'NO'}"
+    )
     common.ratio_line("peak_renewals_per_s_over_n_per_spread", peak / bound, "<=", 3.0, require=ok)
 
 
