@@ -94,14 +94,17 @@ class GcTimer:
     def __init__(self) -> None:
         self.total = 0.0
         self.collections: Counter[int] = Counter()
+        self.seconds: Counter[int] = Counter()
         self._started = 0.0
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self.total += time.perf_counter() - self._started
+            spent = time.perf_counter() - self._started
+            self.total += spent
             self.collections[int(info["generation"])] += 1
+            self.seconds[int(info["generation"])] += spent
 
 
 def _cpu(process: psutil.Process) -> float:
@@ -191,6 +194,7 @@ async def run(
         result["gc_steady"] = float("nan")
         result["gc_total"] = gc_timer.total
         result["gc_collections"] = dict(gc_timer.collections)
+        result["gc_seconds"] = dict(gc_timer.seconds)
         result["steady"] = (mark[0], wall)
         result["fake"] = httpx.get(f"{server.base_url}/_bench/stats").json()
         result["t0"] = t0
@@ -260,6 +264,7 @@ async def run(
         result["gc_steady"] = gc_timer.total - gc_before
         result["gc_total"] = gc_timer.total
         result["gc_collections"] = dict(gc_timer.collections)
+        result["gc_seconds"] = dict(gc_timer.seconds)
         result["steady"] = (steady_from, steady_to)
         async with httpx.AsyncClient() as client:
             result["fake"] = (await client.get(f"{server.base_url}/_bench/stats")).json()
@@ -384,6 +389,11 @@ def print_report(args: Any, result: dict[str, Any], base: float) -> None:
         ["tasks per visitor", result["tasks_per_visitor"], args.backend],
         ["GC time, s", result["gc_total"], f"{result['gc_steady']:.2f} s steady"],
         ["GC collections", sum(result["gc_collections"].values()), str(result["gc_collections"])],
+        [
+            "GC s by generation",
+            "",
+            ", ".join(f"{g}: {t:.2f}" for g, t in sorted(result["gc_seconds"].items())),
+        ],
     ]
     common.print_table(["", "value", "note"], rows)
     print(f"SDK warnings/errors: {logs or 'none'}")
