@@ -42,8 +42,8 @@ class RenewalPolicy:
       minus a per-visitor jitter of up to ``min(max_jitter, lifetime * jitter_fraction)``.
       The jitter is wide (a quarter of the lifetime, up to 10 minutes) so that a fleet
       started at once (a restart) renews spread over that span instead of in one burst:
-      N visitors renew at about ``N / spread`` per second. It costs some renewals (a
-      visitor renews at 50-75 % of the token's life instead of 50 %, up to the cap).
+      N visitors renew at about ``N / spread`` per second. It costs some renewals, as
+      tokens are renewed earlier on average (1800 s tokens: 1050-1500 s after issue).
     * Hard window: in the last ``min(max_hard_window, lifetime * hard_fraction)`` seconds a
       request waits for the one renewal instead of sending the old token.
     * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
