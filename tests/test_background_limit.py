@@ -210,3 +210,21 @@ async def test_a_small_http_pool_completes_every_simultaneous_renewal(
         if "failed" in r.msg or "did not finish" in r.getMessage()
     ]
     assert failures == []
+
+
+async def test_the_limit_defaults_to_half_the_http_pool_and_lives_with_the_pool(
+    giosg: FakeGiosg,
+) -> None:
+    """Default capacity max_connections // 2; tied to the pool's client while it runs."""
+    pool = VisitorPool(ORG_ID, store=MemoryStore(), base_url=giosg.base_url, max_connections=8)
+    async with pool:
+        client = (await pool.get("alice")).http_client
+        limiter = limiter_for(client)
+        assert limiter is not None
+        assert limiter.capacity == 4
+        assert limiter.granted == 1  # alice's first auth went through it
+    assert limiter_for(client) is None
+    with pytest.raises(ValueError, match="max_background_requests"):
+        VisitorPool(ORG_ID, store=MemoryStore(), max_background_requests=0)
+    with pytest.raises(ValueError, match="max_background_requests"):
+        VisitorPool(ORG_ID, store=MemoryStore(), max_connections=10, max_background_requests=11)
