@@ -23,7 +23,8 @@ JSON message per text frame) for every benchmark:
 
 With ``--fake``, a :class:`~giosg_visitor.testing.FakeGiosg` (HTTP API on uvicorn, in a
 thread of this process) serves auth and chats, and hands out this router's URL as
-``socket_url``; ``--auth-delay`` adds latency to every auth response.
+``socket_url``; ``--auth-delay`` adds latency to every auth response; ``GET /_bench/stats``
+answers the fake's journal counts (requests, auth calls, expired-token requests).
 """
 
 from __future__ import annotations
@@ -258,7 +259,7 @@ async def _start_fake(
     fake.state.base_url = base_url
     fake.state.socket_url = router_url
     config = uvicorn.Config(
-        fake.app,
+        _with_stats(fake),
         log_level="warning",
         lifespan="off",
         ws="none",
@@ -279,6 +280,38 @@ async def _start_fake(
         await asyncio.wait_for(serving, timeout=5)
 
     return base_url, stop_uvicorn
+
+
+def _with_stats(fake: Any) -> Any:
+    """``fake.app`` plus ``GET /_bench/stats``: the fake's journal counts, for bench_scale.
+
+    The journal lives in this process; the benchmark asks for the counts over HTTP (works
+    from either backend) instead of sharing memory.
+    """
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Mount, Route
+
+    async def stats(request: Any) -> JSONResponse:
+        journal = fake.state.requests
+        return JSONResponse(
+            {
+                "requests": len(journal),
+                "auth": sum(1 for r in journal if r.token_status == "none"),
+                "expired": sum(1 for r in journal if r.token_status == "expired"),
+                "statuses": _count(str(r.status) for r in journal),
+                "max_auth_in_flight": fake.state.max_auth_in_flight,
+            }
+        )
+
+    return Starlette(routes=[Route("/_bench/stats", stats), Mount("/", app=fake.app)])
+
+
+def _count(values: Any) -> dict[str, int]:
+    result: dict[str, int] = {}
+    for value in values:
+        result[value] = result.get(value, 0) + 1
+    return result
 
 
 async def loop_to_thread(fn: Any) -> Any:

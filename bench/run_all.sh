@@ -28,6 +28,7 @@ run bench/bench_memory.py
 run bench/bench_send.py
 run bench/bench_roundtrips.py
 run bench/bench_renewal.py
+run bench/bench_scale.py
 
 echo "== summary ($BACKEND, $((SECONDS - total)) s in all)"
 grep '^RATIO ' "$LOG"

@@ -18,6 +18,7 @@ import logging
 import random
 import sqlite3
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, nullcontext
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar, final
 
@@ -38,6 +39,7 @@ from ._http import (
     send_bounded,
     server_wait,
 )
+from ._limiter import limiter_for
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
@@ -153,6 +155,8 @@ class VisitorSession:
         # the token is in use from memory and the save is retried (see save_unsaved).
         self._unsaved: VisitorRecord | None = None
         self.identity_change: IdentityChange | None = None
+        # The pool-wide limit on auth requests, when the client belongs to a VisitorPool.
+        self._limiter = limiter_for(client)
 
     # Introspection ----------------------------------------------------------------------
 
@@ -377,7 +381,8 @@ class VisitorSession:
                 remaining = self._retry.deadline - (self._clock.monotonic() - started)
                 self._attempt_timeout = min(self._request_timeout, max(remaining, _MIN_ATTEMPT))
             try:
-                token = await self._attempt()
+                async with self._auth_slot():
+                    token = await self._attempt()
             except GiosgError as exc:
                 if not is_transient(exc):
                     raise
@@ -416,6 +421,21 @@ class VisitorSession:
             and next_at - started <= self._retry.deadline
             and self._retry.budget.try_retry()
         )
+
+    def _auth_slot(self) -> AbstractAsyncContextManager[None]:
+        """A slot of the pool-wide auth limit (none without a pool), by token deadline.
+
+        The waiter whose token stops being handed out soonest goes first; a first auth
+        (no token yet) ranks as if its deadline were the auth call's own time limit.
+        """
+        if self._limiter is None:
+            return nullcontext()
+        token = self._token
+        if token is not None:
+            deadline = token.times.hard_at(self._policy)
+        else:
+            deadline = self._clock.monotonic() + _AUTH_SHIELD_SECONDS
+        return self._limiter.slot(deadline)
 
     async def _respect_spacing(self) -> None:
         """Never start renewals closer together than the policy allows (no renew loop)."""

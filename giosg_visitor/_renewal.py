@@ -40,6 +40,10 @@ class RenewalPolicy:
 
     * Soft point (background renewal): ``lifetime - min(max_lead, lifetime * lead_fraction)``
       minus a per-visitor jitter of up to ``min(max_jitter, lifetime * jitter_fraction)``.
+      The jitter is wide (a quarter of the lifetime, up to 10 minutes) so that a fleet
+      started at once (a restart) renews spread over that span instead of in one burst:
+      N visitors renew at about ``N / spread`` per second. It costs some renewals, as
+      tokens are renewed earlier on average (1800 s tokens: 1050-1500 s after issue).
     * Hard window: in the last ``min(max_hard_window, lifetime * hard_fraction)`` seconds a
       request waits for the one renewal instead of sending the old token.
     * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
@@ -62,8 +66,8 @@ class RenewalPolicy:
 
     max_lead: float = 300.0
     lead_fraction: float = 0.5
-    max_jitter: float = 60.0
-    jitter_fraction: float = 0.1
+    max_jitter: float = 600.0
+    jitter_fraction: float = 0.25
     max_hard_window: float = 30.0
     hard_fraction: float = 0.25
     min_lifetime: float = 1.0

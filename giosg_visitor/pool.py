@@ -18,6 +18,7 @@ from ._auth import InvalidSecretPolicy
 from ._clock import Clock, SystemClock
 from ._facts import SocketStrategy
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
+from ._limiter import DeadlineLimiter, register, unregister
 from ._renewal import RenewalPolicy, RetryPolicy
 from .errors import ClosedError
 from .realtime import ReconnectPolicy
@@ -132,6 +133,10 @@ class VisitorPool:
         idle_timeout: Seconds without use after which a visitor is closed (``None``: never).
         max_concurrent_starts: How many visitors may be authenticating at once.
         max_connections: Size of the shared HTTP connection pool.
+        max_background_requests: How many auth and renewal requests may be in flight at
+            once, pool-wide (default: half of ``max_connections``); the rest wait in
+            the SDK, the token that must be renewed soonest first, instead of in the
+            HTTP library's queue. At most ``max_connections``.
         http_client: Use this client instead of creating one (not closed by the pool).
         clock: Time source (tests pass a ``FakeClock``).
         coordinator: Cluster mode (see :class:`~giosg_visitor.RedisCoordinator`): one
@@ -158,6 +163,7 @@ class VisitorPool:
         idle_timeout: float | None = 600.0,
         max_concurrent_starts: int = 20,
         max_connections: int = 100,
+        max_background_requests: int | None = None,
         http_client: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
         coordinator: RedisCoordinator | None = None,
@@ -167,6 +173,10 @@ class VisitorPool:
             raise ValueError("idle_timeout must be positive (or None)")
         if max_concurrent_starts < 1:
             raise ValueError("max_concurrent_starts must be at least 1")
+        if max_background_requests is None:
+            max_background_requests = max(1, max_connections // 2)
+        elif not 1 <= max_background_requests <= max_connections:
+            raise ValueError("max_background_requests must be between 1 and max_connections")
         _check_options(organization_id, base_url, dict(visitor_options))
         self.organization_id = organization_id
         self._store = store
@@ -174,6 +184,8 @@ class VisitorPool:
         self._idle_timeout = idle_timeout
         self._start_limiter = anyio.CapacityLimiter(max_concurrent_starts)
         self._max_connections = max_connections
+        self._max_background = max_background_requests
+        self._background: DeadlineLimiter | None = None
         self._shared_client = http_client
         self._client: httpx.AsyncClient | None = None
         self._clock: Clock = clock or SystemClock()
@@ -213,6 +225,7 @@ class VisitorPool:
                 )
             else:
                 self._client = self._shared_client
+            self._tie_background_limit(stack, self._client)
             self._reaper_scope = anyio.CancelScope()
             self._task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(self._close_all)
@@ -420,6 +433,17 @@ class VisitorPool:
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
             entry.finished.set()
+
+    def _tie_background_limit(self, stack: AsyncExitStack, client: httpx.AsyncClient) -> None:
+        """Put the pool-wide auth limit on ``client``, where every session looks for it.
+
+        A client shared by two pools keeps the first pool's limit (one limit per
+        connection pool, which is what it protects).
+        """
+        limiter = register(client, self._max_background)
+        if limiter is not None:
+            self._background = limiter
+            stack.callback(unregister, client, limiter)
 
     async def _reap_idle(self, idle_timeout: float) -> None:
         assert self._reaper_scope is not None

@@ -31,15 +31,23 @@ def test_soft_point_precedes_hard_point_precedes_expiry(lifetime: float, jitter:
     hard = POLICY.hard_offset(lifetime)
     assert 0 <= soft <= hard < lifetime
     lead = min(300, lifetime / 2)
-    spread = min(60, lifetime / 10)
+    spread = min(600, lifetime / 4)
     assert lifetime - lead - spread - 1e-9 <= soft <= lifetime - lead + 1e-9
 
 
-def test_giosg_example_lifetime_renews_at_about_25_minutes() -> None:
-    """A 1800 s token renews between 24 and 25 minutes; requests block only in the last 30 s."""
+def test_giosg_example_lifetime_renews_between_17_5_and_25_minutes() -> None:
+    """A 1800 s token renews 17.5-25 minutes in; requests block only in the last 30 s."""
     assert POLICY.soft_offset(1800, 0.0) == 1500
-    assert POLICY.soft_offset(1800, 1.0) == 1440
+    assert POLICY.soft_offset(1800, 1.0) == 1050
     assert POLICY.hard_offset(1800) == 1770
+
+
+@given(st.floats(min_value=POLICY.min_lifetime, max_value=POLICY.max_lifetime))
+def test_a_synchronized_fleet_spreads_over_a_quarter_of_the_lifetime(lifetime: float) -> None:
+    """Visitors started together renew over min(600 s, lifetime / 4), not in one burst."""
+    spread = POLICY.soft_offset(lifetime, 0.0) - POLICY.soft_offset(lifetime, 1.0)
+    assert spread == pytest.approx(min(600.0, lifetime / 4))
+    assert POLICY.soft_offset(lifetime, 1.0) >= lifetime / 4 - 1e-9
 
 
 @given(st.floats(min_value=POLICY.min_lifetime, max_value=POLICY.max_lifetime))

@@ -55,9 +55,10 @@ async def test_zero_expired_token_requests_over_ten_lifetimes(lifetime: int) -> 
 async def test_thousand_concurrent_calls_in_the_hard_window_cause_one_auth() -> None:
     """1,000 calls that all need a fresh token share one renewal."""
     async with virtual_world(lifetime=1800) as world, world.visitor() as visitor:
-        # Past the hard point, before the background renewal has had a chance to run.
+        # Up to just before the earliest background renewal point any jitter can give.
+        earliest = RenewalPolicy().soft_offset(1800, 1.0)
         world.giosg.state.faults.add(Fault(endpoint="auth", latency=2.0))
-        await world.clock.run_until(world.clock.monotonic() + 1500 - 61)
+        await world.clock.run_until(world.clock.monotonic() + earliest - 1)
         assert len(world.giosg.auth_requests) == 1
         results: list[int] = []
 
@@ -66,7 +67,7 @@ async def test_thousand_concurrent_calls_in_the_hard_window_cause_one_auth() -> 
 
         async with anyio.create_task_group() as tg:
             # Jump straight into the hard window: the background task and 1,000 callers race.
-            world.clock._now += 1800 - 1500 + 61 - 10
+            world.clock._now += (1800 - 10) - (earliest - 1)
             for _ in range(1000):
                 tg.start_soon(call)
             await world.clock.advance(5)

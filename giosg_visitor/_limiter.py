@@ -1,0 +1,156 @@
+"""A pool-wide limit on background requests, served earliest deadline first.
+
+Thousands of visitors sharing one HTTP connection pool must not all hand their auth and
+renewal requests to the HTTP library at once: httpcore keeps waiting requests in a list
+and walks all of it against every connection whenever a connection frees up, so each
+pass costs (queued requests x connections) and a queue of thousands eats the process.
+:class:`DeadlineLimiter` keeps the requests in a heap instead and lets at most
+``capacity`` through at a time (fewer than the connection pool holds, so the HTTP
+library's own queue stays short); the waiter whose token must be renewed soonest goes
+first, so a renewal that waits still finishes before its token's hard deadline.
+
+The limit belongs to the connection pool it protects: :func:`register` ties a limiter to
+an ``httpx.AsyncClient`` (``VisitorPool`` does this for its client), and every visitor
+session using that client finds it with :func:`limiter_for`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import final
+
+import anyio
+import anyio.lowlevel
+import httpx
+
+
+__all__ = ["DeadlineLimiter", "limiter_for", "register", "unregister"]
+
+
+@final
+class _Waiter:
+    __slots__ = ("granted", "wake")
+
+    def __init__(self) -> None:
+        self.wake = anyio.Event()
+        self.granted = False
+
+
+@final
+class DeadlineLimiter:
+    """At most ``capacity`` holders at once; waiters are admitted by earliest deadline.
+
+    Deadlines are plain numbers on whatever clock the callers share (the visitors'
+    monotonic clock); only their order matters. Ties go first come, first served.
+    Waiting is cancellable; a slot handed to a waiter that was cancelled meanwhile goes
+    on to the next one.
+
+    Args:
+        capacity: How many holders at once (at least 1).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._in_use = 0
+        self._heap: list[tuple[float, int, _Waiter]] = []
+        self._order = itertools.count()
+        #: The most holders and the most waiters seen at once (for tests and stats).
+        self.max_in_use = 0
+        self.max_waiting = 0
+        #: Slots granted in all.
+        self.granted = 0
+
+    @property
+    def in_use(self) -> int:
+        """Holders now."""
+        return self._in_use
+
+    @property
+    def waiting(self) -> int:
+        """Waiters now (cancelled ones leave the heap lazily and are not counted)."""
+        return sum(1 for _, _, waiter in self._heap if not waiter.wake.is_set())
+
+    @asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        """Hold one slot for the block; wait first (earliest ``deadline`` first) if full."""
+        await self._acquire(deadline)
+        try:
+            yield
+        finally:
+            self._release()
+
+    async def _acquire(self, deadline: float) -> None:
+        heap = self._heap
+        while heap and heap[0][2].wake.is_set():
+            heapq.heappop(heap)  # cancelled waiters at the front
+        if self._in_use < self.capacity and not heap:
+            self._grant()
+            try:
+                # A checkpoint like any other acquire, so a loop of acquires yields.
+                await anyio.lowlevel.checkpoint()
+            except BaseException:
+                self._release()
+                raise
+            return
+        waiter = _Waiter()
+        heapq.heappush(heap, (deadline, next(self._order), waiter))
+        self.max_waiting = max(self.max_waiting, len(heap))
+        try:
+            await waiter.wake.wait()
+        except BaseException:
+            if waiter.granted:
+                # Handed a slot just as we were cancelled: pass it on.
+                self._release()
+            else:
+                # Still in the heap: setting the event marks it as gone (skipped lazily).
+                waiter.wake.set()
+            raise
+
+    def _grant(self) -> None:
+        self._in_use += 1
+        self.granted += 1
+        self.max_in_use = max(self.max_in_use, self._in_use)
+
+    def _release(self) -> None:
+        self._in_use -= 1
+        while self._heap:
+            _, _, waiter = heapq.heappop(self._heap)
+            if waiter.wake.is_set():
+                continue  # cancelled while waiting
+            self._grant()
+            waiter.granted = True
+            waiter.wake.set()
+            return
+
+    def __repr__(self) -> str:
+        return f"<DeadlineLimiter {self._in_use}/{self.capacity} waiting={len(self._heap)}>"
+
+
+_BY_CLIENT: weakref.WeakKeyDictionary[httpx.AsyncClient, DeadlineLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def register(client: httpx.AsyncClient, capacity: int) -> DeadlineLimiter | None:
+    """Tie a new limiter to ``client``; ``None`` if it has one already (that one applies)."""
+    if client in _BY_CLIENT:
+        return None
+    limiter = _BY_CLIENT[client] = DeadlineLimiter(capacity)
+    return limiter
+
+
+def unregister(client: httpx.AsyncClient, limiter: DeadlineLimiter) -> None:
+    """Untie ``limiter`` from ``client`` (if it is still the one tied to it)."""
+    if _BY_CLIENT.get(client) is limiter:
+        del _BY_CLIENT[client]
+
+
+def limiter_for(client: httpx.AsyncClient) -> DeadlineLimiter | None:
+    """The limiter tied to ``client``, if any."""
+    return _BY_CLIENT.get(client)
