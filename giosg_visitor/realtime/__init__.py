@@ -22,12 +22,10 @@ from ._urls import (
     socket_endpoint as socket_endpoint,
 )
 from .connection import (
-    ConnectionEvents as ConnectionEvents,
     ConnectionState as ConnectionState,
     ConnectionStats as ConnectionStats,
     RealtimeConnection as RealtimeConnection,
     StrategyRefusal as StrategyRefusal,
-    Subscription as Subscription,
 )
 from .events import (
     Change as Change,
@@ -51,6 +49,7 @@ from .protocol import (
     ProtocolStats as ProtocolStats,
     RealtimeProtocol as RealtimeProtocol,
 )
+from .streams import ConnectionEvents as ConnectionEvents, Subscription as Subscription
 
 
 __all__ = [
