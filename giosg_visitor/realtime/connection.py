@@ -5,7 +5,7 @@
 a task group entered with ``async with`` (structured concurrency, nothing outlives it)::
 
     async with RealtimeConnection(
-        socket_url=auth.socket_url, token_provider=session.fresh_token
+        socket_url=auth.socket_url, token_source=tokens
     ) as connection:
         async with connection.subscribe(channel) as subscription:
             await subscription.wait_subscribed()
@@ -25,7 +25,7 @@ What it does for you:
   dropped.
 * **Reconnect** with full-jitter backoff (:class:`~giosg_visitor.realtime.ReconnectPolicy`),
   close codes and refused handshakes classified (:mod:`giosg_visitor._facts`). Each new
-  socket gets the freshest token from ``token_provider`` and resubscribes every channel in
+  socket gets the freshest token from its token source and resubscribes every channel in
   one batch. When a channel that was confirmed before is confirmed again, a
   :class:`~giosg_visitor.realtime.events.Resubscribed` marker goes into each of its
   subscriptions: notifications sent while the socket was down are missing there, and the
@@ -70,19 +70,20 @@ from giosg_visitor.errors import (
     ConnectionClosedError,
     GiosgError,
     SessionError,
-    SubscriptionError,
     UntrustedEndpointError,
 )
 
 from ._backoff import (
     CloseAction,
+    Drop,
     FailureKind,
     ReconnectPolicy,
     ReconnectTracker,
     Verdict,
     classify_close,
-    classify_handshake,
 )
+from ._channels import ChannelTable, ConnectionStats as ConnectionStats, Op
+from ._tokens import CallbackTokens, TokenSource
 from ._transport import (
     BinaryFrameError,
     HandshakeRejectedError,
@@ -98,21 +99,14 @@ from .events import (
     Connected,
     ConnectionEvent,
     Disconnected,
-    Gap,
     Opened,
     ProtocolEvent,
     Reconnected,
-    Resubscribed,
     SubscribeAck,
     SubscribeFailed,
 )
-from .protocol import Framing, ProtocolStats, RealtimeProtocol
-from .streams import (
-    _DELIVERED,
-    ConnectionEvents as ConnectionEvents,
-    Subscription as Subscription,
-    _Delivery,
-)
+from .protocol import Framing, RealtimeProtocol
+from .streams import ConnectionEvents as ConnectionEvents, Subscription as Subscription
 
 
 __all__ = [
@@ -140,10 +134,6 @@ _WRITER_GRACE: Final = 0.5
 _CLOSED_AFTER_OPEN: Final = 2.0
 #: What "auto" found working, per socket host, for this process.
 _DISCOVERED: dict[str, UrlDerivation] = {}
-#: A refusal of a token a refusal-triggered renewal issued less than this long ago is
-#: final (a SubscriptionError): renewing again could not help. (The renewal spacing
-#: of a visitor's session, 5 s by default, plays the same part.)
-_FRESH_TOKEN_WINDOW: Final = 5.0
 
 
 def forget_discovered_strategies() -> None:
@@ -210,148 +200,28 @@ class ConnectionState(enum.Enum):
 
 
 @final
-@attrs.define(kw_only=True)
-class ConnectionStats:
-    """Counters of one :class:`RealtimeConnection` (cumulative across its sockets).
-
-    Attributes:
-        opens: Sockets opened.
-        drops: Sockets lost or attempts failed.
-        binary_frames: Binary frames skipped.
-        dropped_notifications: Notifications dropped because a subscription's buffer was full.
-        refusals: ``sub`` messages the server refused.
-        refusals_recovered: Refused channels confirmed again after a token renewal.
-        unrouted: Notifications for channels nobody is subscribed to.
-        protocol: The protocol's parse counters.
-    """
-
-    opens: int = 0
-    drops: int = 0
-    binary_frames: int = 0
-    dropped_notifications: int = 0
-    refusals: int = 0
-    refusals_recovered: int = 0
-    unrouted: int = 0
-    protocol: ProtocolStats = attrs.field(factory=ProtocolStats)
-
-
-@attrs.define(kw_only=True)
-class _Channel:
-    """Server-side subscription state of one channel (shared by its subscriptions)."""
-
-    name: str
-    subscribers: list[Subscription] = attrs.field(factory=list)
-    #: Query ids of the ``sub`` messages sent for this channel on the current socket.
-    queries: set[int] = attrs.field(factory=set)
-    acked: bool = False
-    confirmed_before: bool = False
-    #: A refused ``sub`` was retried (with a renewed token) on this socket.
-    retried: bool = False
-    #: Refusals since the channel was last confirmed (recovered by the next confirmation).
-    pending_refusals: int = 0
-
-
-@attrs.define(kw_only=True)
-class _Reauth:
-    """One :meth:`RealtimeConnection.reauthorize` call waiting for its answers."""
-
-    done: anyio.Event
-    unsent: int
-    pending: set[int] = attrs.field(factory=set)
-
-    def check(self) -> bool:
-        if self.unsent <= 0 and not self.pending:
-            self.done.set()
-            return True
-        return False
-
-
-@attrs.frozen(kw_only=True)
-class _Op:
-    """Work for the writer task."""
-
-    kind: str  # "sub", "unsub", "reauth" or "retry"
-    channel: str
-    reauth: _Reauth | None = attrs.field(default=None, eq=False)
-    old_token: Secret | None = attrs.field(default=None, eq=False, repr=False)
-    #: The server's reason for the refusal a retry answers.
-    reason: str | None = attrs.field(default=None, eq=False, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class _Drop:
-    """Why a socket ended (or an attempt failed)."""
-
-    code: int | None
-    reason: str
-    verdict: Verdict
-    error: BaseException | None = None
-    #: Drop the TCP connection instead of a closing handshake (the link is dead).
-    abort: bool = False
-    #: A normal shutdown: the owner is leaving.
-    closing: bool = False
-
-    @classmethod
-    def from_error(cls, exc: BaseException) -> _Drop:
-        if isinstance(exc, ConnectionClosedError):
-            return cls(
-                code=exc.code,
-                reason=redact(exc.reason) or str(exc),
-                verdict=classify_close(exc.code),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, HandshakeRejectedError):
-            return cls(
-                code=None,
-                reason=f"handshake refused with HTTP {exc.status_code}",
-                verdict=classify_handshake(exc.status_code, exc.retry_after),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, UntrustedEndpointError | SessionError):
-            return cls(
-                code=None,
-                reason=type(exc).__name__,
-                verdict=Verdict(kind=FailureKind.FATAL),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, GiosgError | OSError):
-            return cls(
-                code=None,
-                reason=str(exc),
-                verdict=Verdict(kind=FailureKind.TRANSIENT),
-                error=exc,
-                abort=True,
-            )
-        return cls(
-            code=None,
-            reason=f"unexpected error: {type(exc).__name__}",
-            verdict=Verdict(kind=FailureKind.FATAL),
-            error=exc,
-            abort=True,
-        )
-
-
-@final
 class RealtimeConnection(anyio.AsyncContextManagerMixin):
     """A self-healing connection to the Giosg message router.
 
     Args:
         socket_url: The auth response's ``socket_url``, or a callable returning the
             current one (read before every connection attempt).
-        token_provider: Returns the freshest usable access token, renewing first if
-            needed. Called once per batch of ``sub`` messages (each new socket, each
-            :meth:`reauthorize`).
-        renew_token: Called when the server rejected our credential (auth close code,
-            handshake 401/403, a refused ``sub``) to force a renewal before reconnecting
-            or subscribing again. Optional.
-        token_refused: Called with the token of a refused ``sub`` instead of
-            ``renew_token``: renew it (single-flight) and return ``True``, or return
-            ``False`` when renewing cannot help (the token was issued a moment ago), which
-            makes the refusal a :class:`~giosg_visitor.errors.SubscriptionError`.
-            Optional.
+        token_source: Where tokens come from (a
+            :class:`~giosg_visitor.realtime.TokenSource`): asked for the freshest token
+            once per batch of ``sub`` messages (each new socket, each
+            :meth:`reauthorize`), told when the server rejected our credential (auth
+            close code, handshake 401/403) and handed a refused ``sub``'s token. Give
+            either this or ``token_provider``.
+        token_provider: Instead of ``token_source``: returns the freshest usable access
+            token, renewing first if needed.
+        renew_token: With ``token_provider``: called when the server rejected our
+            credential (auth close code, handshake 401/403, a refused ``sub``) to force a
+            renewal before reconnecting or subscribing again. Optional.
+        token_refused: With ``token_provider``: called with the token of a refused
+            ``sub`` instead of ``renew_token``: renew it (single-flight) and return
+            ``True``, or return ``False`` when renewing cannot help (the token was issued
+            a moment ago), which makes the refusal a
+            :class:`~giosg_visitor.errors.SubscriptionError`. Optional.
         clock: Time source for backoff and keepalive (``SystemClock`` by default).
         reconnect: Backoff and escalation numbers.
         strategy: Where to connect: ``"raw"`` (``<socket_url>/websocket``, default),
@@ -396,7 +266,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_fatal",
         "_framing",
         "_framing_setting",
-        "_fresh_token",
         "_has_opened",
         "_idle_timeout",
         "_is_open",
@@ -405,13 +274,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_max_size",
         "_next_query",
         "_open_timeout",
-        "_outbox",
         "_ping_interval",
         "_ping_timeout",
-        "_query_tokens",
-        "_reauths",
         "_refusals",
-        "_renew_token",
         "_rng",
         "_rx_count",
         "_rx_pulse",
@@ -423,8 +288,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_stats",
         "_strategy",
         "_strategy_in_use",
-        "_token_provider",
-        "_token_refused",
+        "_tokens",
         "_tracker",
         "_transport",
         "_writer_args",
@@ -435,7 +299,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self,
         *,
         socket_url: str | Callable[[], str],
-        token_provider: Callable[[], Awaitable[Secret]],
+        token_source: TokenSource | None = None,
+        token_provider: Callable[[], Awaitable[Secret]] | None = None,
         renew_token: Callable[[], Awaitable[object]] | None = None,
         token_refused: Callable[[Secret], Awaitable[bool]] | None = None,
         clock: Clock | None = None,
@@ -465,10 +330,17 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if isinstance(allowed_hosts, str):
             raise TypeError("allowed_hosts must be a sequence of host patterns, not a str")
         self._socket_url = socket_url
-        self._token_provider = token_provider
-        self._renew_token = renew_token
-        self._token_refused = token_refused
         self._clock: Clock = clock if clock is not None else SystemClock()
+        if (token_source is None) == (token_provider is None):
+            raise TypeError("give either token_source or token_provider")
+        if token_source is None:
+            assert token_provider is not None
+            token_source = CallbackTokens(
+                token_provider, renew=renew_token, refused=token_refused, clock=self._clock
+            )
+        elif renew_token is not None or token_refused is not None:
+            raise TypeError("renew_token and token_refused go with token_provider")
+        self._tokens: TokenSource = token_source
         self._tracker = ReconnectTracker(policy=reconnect or ReconnectPolicy())
         self._strategy: SocketStrategy = strategy
         self._framing_setting: Literal["auto", "raw", "sockjs"] = framing
@@ -500,18 +372,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._exited = False
         self._fatal: BaseException | None = None
         self._has_opened = False
-        self._channels: dict[str, _Channel] = {}
-        self._outbox: list[_Op] = []
-        self._reauths: list[_Reauth] = []
         self._listeners: list[ConnectionEvents] = []
-        self._query_tokens: dict[int, Secret] = {}
-        # The token a refusal-triggered renewal issued, and when.
-        self._fresh_token: tuple[Secret, float] | None = None
         self._next_query = 1
         self._stats = ConnectionStats()
+        self._channels = ChannelTable(stats=self._stats)
         # Per-socket state, valid while a socket is being served.
         self._is_open = False
-        self._drop: _Drop | None = None
+        self._drop: Drop | None = None
         self._socket_scope: anyio.CancelScope | None = None
         #: Inbound frames on the current socket (a counter: cheaper than a clock read).
         self._rx_count = 0
@@ -554,7 +421,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     @property
     def channels(self) -> list[str]:
         """The channels currently wanted, in subscription order."""
-        return list(self._channels)
+        return self._channels.names()
 
     def subscribe(self, channel: str) -> Subscription:
         """Subscribe to ``channel`` (non-blocking: the ``sub`` is sent by the writer task).
@@ -594,14 +461,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         subscriptions = []
         for name in names:
             subscription = Subscription(self, name, max_buffer=self._max_buffer)
-            channel = self._channels.get(name)
-            if channel is None:
-                channel = self._channels[name] = _Channel(name=name)
-                if self._is_open:
-                    self._outbox.append(_Op(kind="sub", channel=name))
-            elif channel.acked:
-                subscription._set_subscribed(True)
-            channel.subscribers.append(subscription)
+            self._channels.add(name, subscription)
             subscriptions.append(subscription)
         self._wake_writer()
         return subscriptions
@@ -619,15 +479,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             GiosgError: The connection failed for good (its error).
         """
         self._check_usable()
-        if not self._is_open or not self._channels:
+        done = anyio.Event()
+        if self._channels.reauthorize(done.set) is None:
             await anyio.lowlevel.checkpoint()
             return
-        reauth = _Reauth(done=anyio.Event(), unsent=len(self._channels))
-        self._reauths.append(reauth)
-        for name in self._channels:
-            self._outbox.append(_Op(kind="reauth", channel=name, reauth=reauth))
         self._wake_writer()
-        await reauth.done.wait()
+        await done.wait()
         if self._fatal is not None:
             raise self._fatal
 
@@ -756,9 +613,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 decision.delay,
                 " (suspended)" if decision.suspended else "",
             )
-            if decision.action is CloseAction.RENEW_THEN_RECONNECT and self._renew_token:
+            if decision.action is CloseAction.RENEW_THEN_RECONNECT:
                 try:
-                    await self._renew_token()
+                    await self._tokens.renew()
                 except SessionError as exc:
                     self._fail(exc, code=drop.code, reason="token renewal failed")
                     return
@@ -803,7 +660,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 f" after refusals ({refused})" if refused else "",
             )
 
-    def _classify_refusal(self, attempt: _Attempt, drop: _Drop) -> StrategyRefusal | None:
+    def _classify_refusal(self, attempt: _Attempt, drop: Drop) -> StrategyRefusal | None:
         """Whether ``drop`` says "not this endpoint" (try the next strategy), and how."""
         if attempt.alive:
             return None
@@ -832,7 +689,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             )
         return None
 
-    def _all_refused(self, drop: _Drop) -> _Drop:
+    def _all_refused(self, drop: Drop) -> Drop:
         """Every strategy was refused: a fatal drop that names each refusal."""
         summary = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
         message = f"no socket strategy worked ({summary})"
@@ -848,7 +705,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             error = ConnectionClosedError(
                 message, code=last.code if last.code is not None else _ABNORMAL_CLOSURE
             )
-        return _Drop(
+        return Drop(
             code=drop.code,
             reason="no socket strategy worked",
             verdict=Verdict(kind=FailureKind.FATAL),
@@ -856,7 +713,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             abort=True,
         )
 
-    async def _connect_and_serve(self, url: str) -> _Drop:
+    async def _connect_and_serve(self, url: str) -> Drop:
         try:
             async with self._transport.connect(
                 url,
@@ -869,9 +726,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             ) as socket:
                 return await self._serve(socket)
         except (GiosgError, OSError) as exc:
-            return _Drop.from_error(exc)
+            return Drop.from_error(exc)
 
-    async def _serve(self, socket: SocketConnection) -> _Drop:
+    async def _serve(self, socket: SocketConnection) -> Drop:
         if self._attempt is not None:
             self._attempt.opened_at = self._clock.monotonic()
         protocol = RealtimeProtocol(
@@ -908,7 +765,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             self._on_socket_end()
         drop = self._drop
         if drop is None:  # pragma: no cover - every task ends through _lost()
-            drop = _Drop(
+            drop = Drop(
                 code=_ABNORMAL_CLOSURE,
                 reason="socket ended",
                 verdict=classify_close(_ABNORMAL_CLOSURE),
@@ -927,7 +784,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         burst = 0
         recv = socket.recv
         receive = protocol.receive_notification
-        channels = self._channels
+        route = self._channels.route
         checkpoint = anyio.lowlevel.checkpoint
         try:
             while True:
@@ -943,14 +800,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 change = receive(text)
                 if change is not None:
                     # The hot path: one notification, routed to its subscribers.
-                    channel = channels.get(change.channel)
-                    if channel is None:
-                        self._stats.unrouted += 1
-                    else:
-                        for subscription in channel.subscribers:
-                            outcome = subscription._deliver(change)
-                            if outcome is not _DELIVERED:
-                                self._undelivered(channel, outcome)
+                    gap = route(change)
+                    if gap is not None:
+                        self._emit(gap)
                 else:
                     for event in protocol.events_received():
                         self._dispatch(event)
@@ -963,14 +815,14 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     burst = 0
                     await checkpoint()
         except (GiosgError, OSError) as exc:
-            self._lost(_Drop.from_error(exc))
+            self._lost(Drop.from_error(exc))
 
     async def _writer(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
         # Started by _wake_writer; ends when the outbox is empty (no await between the
         # last check and clearing _writing, so nothing queued meanwhile is stranded).
         try:
-            while self._is_open and self._outbox:
-                ops, self._outbox = self._outbox, []
+            while self._is_open and self._channels.has_work:
+                ops = self._channels.take()
                 await self._apply(ops, protocol)
                 for frame in protocol.data_to_send():
                     await socket.send(frame)
@@ -988,73 +840,18 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         """
         if isinstance(exc, ConnectionClosedError) and exc.code == _ABNORMAL_CLOSURE:
             await anyio.sleep(_WRITER_GRACE)
-        self._lost(_Drop.from_error(exc))
+        self._lost(Drop.from_error(exc))
 
-    async def _apply(self, ops: list[_Op], protocol: RealtimeProtocol) -> None:
+    async def _apply(self, ops: list[Op], protocol: RealtimeProtocol) -> None:
         token: Secret | None = None
-        if any(op.kind != "unsub" for op in ops):
-            token = await self._next_token()
-            refused_with = {op.old_token for op in ops if op.kind == "retry"}
-            if token in refused_with and await self._renew_refused(token):
+        if ChannelTable.needs_token(ops):
+            token = await self._tokens.fresh()
+            if token in ChannelTable.refused_tokens(ops) and await self._tokens.refused(token):
                 # The server refused this very token (revoked, or its clock is ahead of
                 # ours): like an HTTP 401, renew. One renewal serves every refused
                 # channel: the writer is single, and later retries see the new token.
-                token = await self._next_token()
-                if token not in refused_with:
-                    self._fresh_token = (token, self._clock.monotonic())
-        for op in ops:
-            channel = self._channels.get(op.channel)
-            if op.kind == "unsub":
-                if channel is None:
-                    protocol.send_unsubscribe(op.channel)
-                continue
-            assert token is not None
-            if channel is None:
-                if op.reauth is not None:
-                    op.reauth.unsent -= 1
-                    self._check_reauth(op.reauth)
-                continue
-            if op.kind == "retry" and op.old_token == token:
-                # Same token as the refused sub (no renewal could replace it): retrying
-                # cannot help.
-                self._refuse(channel, op.reason)
-                continue
-            [query] = protocol.send_subscribe([op.channel], token.reveal())
-            channel.queries.add(query)
-            self._query_tokens[query] = token
-            if op.reauth is not None:
-                op.reauth.unsent -= 1
-                op.reauth.pending.add(query)
-
-    async def _renew_refused(self, token: Secret) -> bool:
-        """Renew a token the server refused; whether another token may now be had."""
-        if self._token_refused is not None:
-            return await self._token_refused(token)
-        if self._renew_token is None:
-            return False
-        logger.info("the server refused the socket token; renewing it")
-        await self._renew_token()
-        return True
-
-    async def _next_token(self) -> Secret:
-        token = await self._token_provider()
-        if not isinstance(token, Secret):
-            raise TypeError("token_provider must return a giosg_visitor Secret")
-        return token
-
-    def _is_fresh(self, token: Secret) -> bool:
-        """Whether ``token`` came from a renewal a refusal triggered a moment ago.
-
-        With ``token_refused`` the owner judges freshness (it knows when tokens were
-        issued); this covers ``renew_token`` alone.
-        """
-        fresh = self._fresh_token
-        return (
-            self._token_refused is None
-            and fresh is not None
-            and fresh[0] == token
-            and self._clock.monotonic() - fresh[1] < _FRESH_TOKEN_WINDOW
-        )
+                token = await self._tokens.fresh()
+        self._channels.write(ops, token, protocol)
 
     async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
         while True:
@@ -1066,7 +863,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 await self._lost_after_grace(error)
             else:
                 self._lost(
-                    _Drop(
+                    Drop(
                         code=_KEEPALIVE_CLOSE,
                         reason="keepalive ping timeout",
                         verdict=classify_close(_KEEPALIVE_CLOSE),
@@ -1112,7 +909,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         await self._clock.sleep(self._open_timeout)
         if not self._is_open:
             self._lost(
-                _Drop(
+                Drop(
                     code=_ABNORMAL_CLOSURE,
                     reason="no SockJS open frame",
                     verdict=Verdict(kind=FailureKind.PROTOCOL),
@@ -1142,7 +939,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 quiet_since = now
             elif now - quiet_since >= idle_timeout:
                 self._lost(
-                    _Drop(
+                    Drop(
                         code=_ABNORMAL_CLOSURE,
                         reason="no frame, heartbeat or pong received",
                         verdict=classify_close(_ABNORMAL_CLOSURE),
@@ -1153,102 +950,32 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
 
     # Event handling (runs on the read loop: never awaits).
 
-    def _undelivered(self, channel: _Channel, outcome: _Delivery) -> None:
-        self._stats.dropped_notifications += 1
-        if outcome is _Delivery.GAP:
-            self._emit(Gap(channel=channel.name, reason="overflow"))
-
     def _dispatch(self, event: ProtocolEvent) -> None:
         if isinstance(event, Change):
-            channel = self._channels.get(event.channel)
-            if channel is None:
-                self._stats.unrouted += 1
-                return
-            for subscription in channel.subscribers:
-                outcome = subscription._deliver(event)
-                if outcome is not _DELIVERED:
-                    self._undelivered(channel, outcome)
+            gap = self._channels.route(event)
+            if gap is not None:
+                self._emit(gap)
         elif isinstance(event, SubscribeAck):
-            self._on_ack(event)
+            self._proved()
+            if self._channels.acked(event):
+                self._tracker.authorized()
         elif isinstance(event, SubscribeFailed):
-            self._on_refused(event)
+            self._proved()
+            if self._channels.refused(event, self._tokens.is_fresh):
+                self._wake_writer()
         elif isinstance(event, Opened):
             self._proved()
             if not self._is_open:
                 self._on_open()
         elif isinstance(event, Closed):
             self._lost(
-                _Drop(
+                Drop(
                     code=event.code,
                     reason=redact(event.reason),
                     verdict=classify_close(event.code),
                 )
             )
         # Heartbeat and UnsubscribeAck need nothing beyond _touch().
-
-    def _on_ack(self, event: SubscribeAck) -> None:
-        self._proved()
-        self._query_tokens.pop(event.query, None)
-        self._answer_reauth(event.query)
-        channel = self._channels.get(event.channel)
-        if channel is None or event.query not in channel.queries:
-            return
-        self._tracker.authorized()
-        if channel.pending_refusals:
-            self._stats.refusals_recovered += channel.pending_refusals
-            channel.pending_refusals = 0
-            logger.info("subscription to %r recovered with a renewed token", channel.name)
-        if channel.acked:
-            return
-        channel.acked = True
-        channel.retried = False
-        for subscription in channel.subscribers:
-            if channel.confirmed_before:
-                subscription._mark(Resubscribed(channel=channel.name))
-            subscription._set_subscribed(True)
-        channel.confirmed_before = True
-
-    def _on_refused(self, event: SubscribeFailed) -> None:
-        self._proved()
-        token = self._query_tokens.pop(event.query, None)
-        self._answer_reauth(event.query)
-        channel = self._channels.get(event.channel)
-        if channel is None or event.query not in channel.queries:
-            return
-        self._stats.refusals += 1
-        if not channel.retried and token is not None and not self._is_fresh(token):
-            # Like an HTTP 401: the token expired in flight, was revoked, or the server's
-            # clock runs ahead. Renew (single-flight) and subscribe again; only a refusal
-            # of a freshly issued token is final.
-            channel.retried = True
-            channel.pending_refusals += 1
-            self._outbox.append(
-                _Op(kind="retry", channel=channel.name, old_token=token, reason=event.reason)
-            )
-            self._wake_writer()
-            return
-        self._refuse(channel, event.reason)
-
-    def _refuse(self, channel: _Channel, reason: str | None) -> None:
-        detail = f": {redact(reason)}" if reason else ""
-        error = SubscriptionError(
-            f"the server refused the subscription to {channel.name!r}{detail}",
-            channel=channel.name,
-        )
-        self._channels.pop(channel.name, None)
-        for subscription in channel.subscribers:
-            subscription._finish(error)
-        logger.info("subscription refused for channel %r", channel.name)
-
-    def _answer_reauth(self, query: int) -> None:
-        for reauth in list(self._reauths):
-            if query in reauth.pending:
-                reauth.pending.discard(query)
-                self._check_reauth(reauth)
-
-    def _check_reauth(self, reauth: _Reauth) -> None:
-        if reauth.check() and reauth in self._reauths:
-            self._reauths.remove(reauth)
 
     # State changes.
 
@@ -1262,11 +989,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             logger.info("real-time socket reopened; resubscribing %d channels", len(self._channels))
         self._has_opened = True
         # A new socket has no subscriptions: (re)subscribe everything in one batch.
-        self._outbox = [_Op(kind="sub", channel=name) for name in self._channels]
-        for channel in self._channels.values():
-            channel.acked = False
-            channel.retried = False
-            channel.queries.clear()
+        self._channels.opened()
         self._wake_writer()
 
     def _on_socket_end(self) -> None:
@@ -1274,19 +997,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._socket_scope = None
         self._socket_group = None
         self._writer_args = None
-        self._outbox = []
-        self._query_tokens.clear()
-        for channel in self._channels.values():
-            channel.acked = False
-            channel.queries.clear()
-            for subscription in channel.subscribers:
-                subscription._set_subscribed(False)
-        # The next socket subscribes with the freshest token anyway.
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.socket_ended()
 
-    def _lost(self, drop: _Drop) -> None:
+    def _lost(self, drop: Drop) -> None:
         if self._drop is None:
             self._drop = drop
         if self._socket_scope is not None:
@@ -1314,13 +1027,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         )
         self._emit(Disconnected(code=code, reason=reason, retry_in=None))
         self._set_state(ConnectionState.CLOSED)
-        for channel in self._channels.values():
-            for subscription in channel.subscribers:
-                subscription._finish(error)
-        self._channels.clear()
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.close(error)
         for listener in self._listeners:
             listener._end()
         self._listeners.clear()
@@ -1329,14 +1036,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._exited = True
         self._is_open = False
         self._set_state(ConnectionState.CLOSED)
-        for channel in self._channels.values():
-            for subscription in channel.subscribers:
-                subscription._finish(None)
-                subscription._close()
-        self._channels.clear()
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.close(None, consumers_gone=True)
         for listener in self._listeners:
             listener._end()
         self._listeners.clear()
@@ -1366,7 +1066,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return source if isinstance(source, str) else source()
 
     def _wake_writer(self) -> None:
-        if self._writing or not self._is_open or not self._outbox:
+        if self._writing or not self._is_open or not self._channels.has_work:
             return
         group, args = self._socket_group, self._writer_args
         if group is None or args is None:
@@ -1383,16 +1083,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             raise
 
     def _unsubscribe(self, subscription: Subscription) -> None:
-        channel = self._channels.get(subscription.channel)
-        if channel is None or subscription not in channel.subscribers:
-            return
-        channel.subscribers.remove(subscription)
-        if channel.subscribers:
-            return
-        del self._channels[channel.name]
-        if self._is_open and channel.queries:
-            self._outbox.append(_Op(kind="unsub", channel=channel.name))
-            self._wake_writer()
+        self._channels.remove(subscription.channel, subscription)
+        self._wake_writer()
 
     def _remove_listener(self, listener: ConnectionEvents) -> None:
         if listener in self._listeners:

@@ -8,7 +8,6 @@ belong to is only told when the consumer leaves (``_unsubscribe``, ``_remove_lis
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Generator
 from types import TracebackType
@@ -18,6 +17,7 @@ import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._channels import DELIVERED as _DELIVERED, Delivery as _Delivery
 from .events import Change, ConnectionEvent, Gap, Resubscribed, SubscriptionEvent
 
 
@@ -33,16 +33,6 @@ class _Owner(Protocol):
     def _unsubscribe(self, subscription: Subscription) -> None: ...
 
     def _remove_listener(self, listener: ConnectionEvents) -> None: ...
-
-
-class _Delivery(enum.Enum):
-    DELIVERED = "delivered"
-    DROPPED = "dropped"
-    #: Dropped, and a new Gap marker was queued.
-    GAP = "gap"
-
-
-_DELIVERED: Final = _Delivery.DELIVERED
 
 
 @final
