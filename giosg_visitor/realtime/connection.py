@@ -243,7 +243,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             after which the socket is considered dead (``None``: off). In SockJS framing
             the server heartbeats (every 25 s by default); otherwise only our own pings
             guarantee traffic, so the watchdog then waits at least ``ping_interval +
-            ping_timeout`` and is off when ``ping_interval`` is ``None``.
+            ping_timeout`` and is off when ``ping_interval`` is ``None``. Whenever the
+            keepalive would drop a silent link as soon, it alone does the watching.
         sockjs_idle_timeout: The former name of ``idle_timeout`` (used when given).
         max_size: Largest incoming message, bytes (larger: the socket closes with 1009).
         max_buffer: Notifications buffered per subscription before dropping (see
@@ -918,13 +919,26 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             )
 
     def _watchdog_timeout(self) -> float | None:
-        """The idle timeout for this socket; ``None`` when nothing guarantees traffic."""
+        """The idle timeout for this socket's watchdog task; ``None``: no watchdog task.
+
+        ``None`` when nothing guarantees traffic, and when our own keepalive already
+        drops a silent link at least as soon: it pings every ``ping_interval`` and drops
+        the socket when no frame at all arrives within ``ping_timeout``, so a link quiet
+        for ``ping_interval + ping_timeout`` is gone before an idle timeout at least that
+        long could fire (one task less per connection).
+        """
         idle = self._idle_timeout
-        if idle is None or self._framing == "sockjs":
-            return idle  # a SockJS server heartbeats every session
-        if self._ping_interval is None:
-            return None  # a raw endpoint need not send anything on a quiet channel
-        return max(idle, self._ping_interval + self._ping_timeout)
+        if idle is None:
+            return None
+        interval = self._ping_interval
+        if self._framing != "sockjs":
+            if interval is None:
+                return None  # a raw endpoint need not send anything on a quiet channel
+            idle = max(idle, interval + self._ping_timeout)
+        # (A SockJS server heartbeats every session, so any idle timeout applies there.)
+        if interval is not None and idle >= interval + self._ping_timeout:
+            return None
+        return idle
 
     async def _watchdog(self, idle_timeout: float) -> None:
         # Checked a few times per timeout: a frame counter, not a clock read per frame.
