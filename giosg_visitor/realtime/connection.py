@@ -52,17 +52,11 @@ from typing import Final, Literal, Self, final
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import attrs
 
 from giosg_visitor._clock import Clock, SystemClock
 from giosg_visitor._facts import (
-    AUTH_HANDSHAKE_STATUSES,
-    RETRYABLE_HANDSHAKE_STATUSES,
     SOCKET_STRATEGIES,
-    URL_DERIVATIONS,
-    RefusalKind,
     SocketStrategy,
-    UrlDerivation,
 )
 from giosg_visitor._redact import redact
 from giosg_visitor._secret import Secret
@@ -83,11 +77,14 @@ from ._backoff import (
     classify_close,
 )
 from ._channels import ChannelTable, ConnectionStats as ConnectionStats, Op
+from ._strategy import (
+    StrategyChooser,
+    StrategyRefusal as StrategyRefusal,
+    forget_discovered_strategies as forget_discovered_strategies,
+)
 from ._tokens import CallbackTokens, TokenSource
 from ._transport import (
     BinaryFrameError,
-    HandshakeRejectedError,
-    RedirectRefusedError,
     SocketConnection,
     SocketTransport,
     WebSocketTransport,
@@ -129,61 +126,6 @@ _SHARED_RNG: Final = random.Random()
 _READER_PACE: Final = 64
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
-#: In "auto", a socket closed this soon after opening, before the server said anything
-#: in the protocol, refuses the strategy.
-_CLOSED_AFTER_OPEN: Final = 2.0
-#: What "auto" found working, per socket host, for this process.
-_DISCOVERED: dict[str, UrlDerivation] = {}
-
-
-def forget_discovered_strategies() -> None:
-    """Forget which strategy worked for which socket host (the next "auto" probes again)."""
-    _DISCOVERED.clear()
-
-
-@final
-@attrs.frozen(kw_only=True)
-class StrategyRefusal:
-    """One socket strategy the ``"auto"`` strategy tried and the server refused.
-
-    Attributes:
-        strategy: ``"raw"``, ``"sockjs"`` or ``"as_is"``.
-        kind: ``"http_status"`` (an HTTP status instead of 101), ``"no_upgrade"`` (a 2xx
-            without upgrade), ``"redirect"`` (never followed), ``"closed_after_open"``
-            (closed before the server said anything), ``"no_sockjs_open"`` (SockJS framing
-            without an ``o`` frame).
-        status: The HTTP status, for the handshake refusals.
-        code: The close code, for the refusals after open.
-    """
-
-    strategy: str
-    kind: RefusalKind
-    status: int | None = None
-    code: int | None = None
-
-    def describe(self) -> str:
-        """A short human-readable account, e.g. ``"HTTP 404"``."""
-        if self.kind == "http_status":
-            return f"HTTP {self.status}"
-        if self.kind == "no_upgrade":
-            return f"HTTP {self.status} without upgrade"
-        if self.kind == "redirect":
-            return f"redirect (HTTP {self.status}), not followed"
-        if self.kind == "no_sockjs_open":
-            return "no SockJS open frame"
-        return f"closed right after open (code {self.code})"
-
-
-@attrs.define(kw_only=True)
-class _Attempt:
-    """One connection attempt: its strategy and what it has shown."""
-
-    strategy: UrlDerivation
-    host: str
-    #: Trying the strategy without knowing it works ("auto" and nothing remembered).
-    probing: bool = False
-    opened_at: float | None = None
-    alive: bool = False
 
 
 class ConnectionState(enum.Enum):
@@ -256,8 +198,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     # Slots: 38 attributes would overflow a shared-key instance dict (1.6 KiB each).
     __slots__ = (
         "_allowed_hosts",
-        "_attempt",
-        "_candidate",
         "_channels",
         "_clock",
         "_close_timeout",
@@ -266,7 +206,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_exited",
         "_fatal",
         "_framing",
-        "_framing_setting",
         "_has_opened",
         "_idle_timeout",
         "_is_open",
@@ -277,7 +216,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_open_timeout",
         "_ping_interval",
         "_ping_timeout",
-        "_refusals",
         "_rng",
         "_rx_count",
         "_rx_pulse",
@@ -287,8 +225,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_state",
         "_state_pulse",
         "_stats",
-        "_strategy",
-        "_strategy_in_use",
+        "_strategies",
         "_tokens",
         "_tracker",
         "_transport",
@@ -343,14 +280,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             raise TypeError("renew_token and token_refused go with token_provider")
         self._tokens: TokenSource = token_source
         self._tracker = ReconnectTracker(policy=reconnect or ReconnectPolicy())
-        self._strategy: SocketStrategy = strategy
-        self._framing_setting: Literal["auto", "raw", "sockjs"] = framing
-        self._framing: Framing = self._framing_for("raw" if strategy == "auto" else strategy)
-        self._strategy_in_use: UrlDerivation | None = None
-        # "auto": the candidate being tried, and the refusals seen so far.
-        self._candidate = 0
-        self._refusals: list[StrategyRefusal] = []
-        self._attempt: _Attempt | None = None
+        self._strategies = StrategyChooser(strategy=strategy, framing=framing)
+        self._framing: Framing = self._strategies.framing_for(
+            "raw" if strategy == "auto" else strategy
+        )
         self._allowed_hosts = tuple(allowed_hosts)
         self._rng = rng if rng is not None else _SHARED_RNG
         self._open_timeout = open_timeout
@@ -394,7 +327,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     def __repr__(self) -> str:
         return (
             f"<RealtimeConnection state={self._state.name} channels={len(self._channels)}"
-            f" strategy={self._strategy}>"
+            f" strategy={self._strategies.setting}>"
         )
 
     # Public API.
@@ -407,12 +340,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     @property
     def strategy(self) -> str | None:
         """The URL derivation that worked (``"raw"``, ``"sockjs"``, ``"as_is"``), once known."""
-        return self._strategy_in_use
+        return self._strategies.in_use
 
     @property
     def strategy_refusals(self) -> list[StrategyRefusal]:
         """What ``"auto"`` tried and was refused, in order (empty once it is used up)."""
-        return list(self._refusals)
+        return self._strategies.refusals
 
     @property
     def stats(self) -> ConnectionStats:
@@ -560,8 +493,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _run_forever(self) -> None:
         while True:
             socket_url = self._current_socket_url()
-            derivation = self._pick_derivation(socket_url)
-            self._framing = self._framing_for(derivation)
+            host = socket_host(socket_url)
+            derivation = self._strategies.pick(host)
+            self._framing = self._strategies.framing_for(derivation)
             try:
                 url = socket_endpoint(
                     socket_url,
@@ -572,23 +506,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             except UntrustedEndpointError as exc:
                 self._fail(exc, code=None, reason="untrusted socket_url")
                 return
-            host = socket_host(socket_url)
-            self._attempt = _Attempt(
-                strategy=derivation,
-                host=host,
-                probing=self._strategy == "auto" and host not in _DISCOVERED,
+            self._strategies.begin(derivation, host)
+            outcome = self._strategies.dropped(
+                await self._connect_and_serve(url), self._clock.monotonic()
             )
-            drop = await self._connect_and_serve(url)
-            if self._attempt.probing:
-                refusal = self._classify_refusal(self._attempt, drop)
-                if refusal is not None:
-                    self._refusals.append(refusal)
-                    logger.debug("socket strategy %s refused: %s", derivation, refusal.describe())
-                    if self._candidate + 1 < len(URL_DERIVATIONS):
-                        # Not a failure of the link: try the next strategy at once.
-                        self._candidate += 1
-                        continue
-                    drop = self._all_refused(drop)
+            if outcome is None:
+                continue  # "auto": not a failure of the link, try the next strategy now
+            drop = outcome
             self._stats.drops += 1
             decision = self._tracker.failed(
                 self._clock.monotonic(), drop.verdict, self._rng.random()
@@ -624,96 +548,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     logger.info("token renewal failed (%s); retrying later", type(exc).__name__)
             await self._clock.sleep(decision.delay)
 
-    # Finding the transport ("auto").
-
-    def _pick_derivation(self, socket_url: str) -> UrlDerivation:
-        if self._strategy != "auto":
-            return self._strategy
-        known = _DISCOVERED.get(socket_host(socket_url))
-        if known is not None:
-            self._strategy_in_use = known
-            return known
-        return URL_DERIVATIONS[self._candidate]
-
-    def _framing_for(self, derivation: UrlDerivation) -> Framing:
-        if self._framing_setting != "auto":
-            return self._framing_setting
-        return "sockjs" if derivation == "sockjs" else "raw"
-
-    def _proved(self) -> None:
-        """The server spoke the protocol on this socket: the strategy works."""
-        attempt = self._attempt
-        if attempt is None or attempt.alive:
-            return
-        attempt.alive = True
-        if self._strategy != "auto":
-            self._strategy_in_use = attempt.strategy
-            return
-        self._strategy_in_use = attempt.strategy
-        if attempt.probing:
-            _DISCOVERED[attempt.host] = attempt.strategy
-            refused = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
-            logger.info(
-                "real-time transport for %s: %s (%s framing)%s",
-                attempt.host,
-                attempt.strategy,
-                self._framing,
-                f" after refusals ({refused})" if refused else "",
-            )
-
-    def _classify_refusal(self, attempt: _Attempt, drop: Drop) -> StrategyRefusal | None:
-        """Whether ``drop`` says "not this endpoint" (try the next strategy), and how."""
-        if attempt.alive:
-            return None
-        error = drop.error
-        if isinstance(error, HandshakeRejectedError):
-            status = error.status_code
-            if (
-                status in AUTH_HANDSHAKE_STATUSES
-                or status in RETRYABLE_HANDSHAKE_STATUSES
-                or 500 <= status < 600
-            ):
-                return None  # the endpoint exists; the usual reconnect rules apply
-            kind: RefusalKind = "no_upgrade" if 200 <= status < 300 else "http_status"
-            return StrategyRefusal(strategy=attempt.strategy, kind=kind, status=status)
-        if isinstance(error, RedirectRefusedError):
-            return StrategyRefusal(
-                strategy=attempt.strategy, kind="redirect", status=error.status_code
-            )
-        if attempt.opened_at is None:
-            return None  # network trouble: not an answer about the endpoint
-        if self._framing == "sockjs":
-            return StrategyRefusal(strategy=attempt.strategy, kind="no_sockjs_open", code=drop.code)
-        if self._clock.monotonic() - attempt.opened_at < _CLOSED_AFTER_OPEN:
-            return StrategyRefusal(
-                strategy=attempt.strategy, kind="closed_after_open", code=drop.code
-            )
-        return None
-
-    def _all_refused(self, drop: Drop) -> Drop:
-        """Every strategy was refused: a fatal drop that names each refusal."""
-        summary = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
-        message = f"no socket strategy worked ({summary})"
-        last = self._refusals[-1]
-        self._candidate = 0
-        self._refusals = []
-        error: GiosgError
-        if last.status is not None and last.kind != "redirect":
-            error = HandshakeRejectedError(message, status_code=last.status)
-        elif last.kind == "redirect":
-            error = UntrustedEndpointError(message)
-        else:
-            error = ConnectionClosedError(
-                message, code=last.code if last.code is not None else _ABNORMAL_CLOSURE
-            )
-        return Drop(
-            code=drop.code,
-            reason="no socket strategy worked",
-            verdict=Verdict(kind=FailureKind.FATAL),
-            error=error,
-            abort=True,
-        )
-
     async def _connect_and_serve(self, url: str) -> Drop:
         try:
             async with self._transport.connect(
@@ -730,8 +564,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             return Drop.from_error(exc)
 
     async def _serve(self, socket: SocketConnection) -> Drop:
-        if self._attempt is not None:
-            self._attempt.opened_at = self._clock.monotonic()
+        self._strategies.opened(self._clock.monotonic())
         protocol = RealtimeProtocol(
             framing=self._framing,
             first_query=self._next_query,
@@ -970,15 +803,15 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             if gap is not None:
                 self._emit(gap)
         elif isinstance(event, SubscribeAck):
-            self._proved()
+            self._strategies.proved()
             if self._channels.acked(event):
                 self._tracker.authorized()
         elif isinstance(event, SubscribeFailed):
-            self._proved()
+            self._strategies.proved()
             if self._channels.refused(event, self._tokens.is_fresh):
                 self._wake_writer()
         elif isinstance(event, Opened):
-            self._proved()
+            self._strategies.proved()
             if not self._is_open:
                 self._on_open()
         elif isinstance(event, Closed):
