@@ -63,7 +63,7 @@ from .models import (
 from .stores.base import Store
 
 
-__all__ = ["SessionState", "Token", "VisitorAuth", "VisitorSession"]
+__all__ = ["SessionState", "SocketTokens", "Token", "VisitorAuth", "VisitorSession"]
 
 logger = logging.getLogger("giosg_visitor.auth")
 
@@ -729,3 +729,67 @@ class VisitorAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "<VisitorAuth>"
+
+
+@final
+class SocketTokens:
+    """The real-time socket's token source over a :class:`VisitorSession`.
+
+    A :class:`~giosg_visitor.realtime.RealtimeConnection` asks it for tokens (see
+    :class:`~giosg_visitor.realtime.TokenSource`); every trigger (a scheduled renewal, an
+    HTTP 401, a refused ``sub``, an auth close code) renews through the session's one
+    single-flight :meth:`VisitorSession.renew`. It remembers the last token it handed
+    out, so the visitor's renewal loop can tell whether the socket already holds the
+    current one.
+    """
+
+    __slots__ = ("_handed_out", "_session")
+
+    def __init__(self, session: VisitorSession) -> None:
+        self._session = session
+        self._handed_out: Secret | None = None
+
+    def __repr__(self) -> str:
+        return "<SocketTokens>"
+
+    @property
+    def handed_out(self) -> Secret | None:
+        """The token last given to the socket, if any."""
+        return self._handed_out
+
+    async def fresh(self) -> Secret:
+        """The session's usable token (renewing first, or waiting for the renewal)."""
+        token = (await self._session.token()).access_token
+        self._handed_out = token
+        return token
+
+    async def renew(self) -> None:
+        """Renew now (single-flight with any renewal in progress)."""
+        session = self._session
+        await session.renew(stale=session.current)
+
+    async def refused(self, token: Secret) -> bool:
+        """The server refused ``token`` in a ``sub``: renew it, as after an HTTP 401.
+
+        Returns ``False`` (the refusal is final) when the token was issued a moment ago:
+        renewing could not help, and the renewal spacing would only delay the answer.
+        """
+        session = self._session
+        current = session.current
+        if current is None:
+            return False
+        if current.access_token != token:
+            return True  # renewed meanwhile: try the newer token
+        issued = current.times
+        age = session._clock.monotonic() - issued.issued_at
+        if not current.restored and age < session._policy.spacing(issued.lifetime):
+            return False
+        logger.info("the server refused the socket token; renewing it")
+        renewed = await session.renew(stale=current)
+        # A rejected secret may have started a new visitor (on_invalid_secret): the
+        # refused channel named the old one, so no token can make it valid again.
+        return renewed.session.visitor_id == current.session.visitor_id
+
+    def is_fresh(self, token: Secret) -> bool:
+        """Never final at once: :meth:`refused` judges, knowing when tokens were issued."""
+        return False

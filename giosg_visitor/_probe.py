@@ -35,6 +35,7 @@ import attrs
 import httpx
 
 from ._api import VisitorAPI
+from ._auth import SocketTokens
 from ._clock import SystemClock
 from ._facts import API_PREFIX
 from ._http import DEFAULT_BASE_URL, USER_AGENT, Timeouts
@@ -512,7 +513,7 @@ async def probe(
         auth = _auth_step(responses, organization_id, elapsed, error=None)
         try:
             # The socket token: the same one the visitor's own connection would send.
-            token: Secret = await visitor._fresh_socket_token()
+            token: Secret = await SocketTokens(visitor._require_session()).fresh()
         except GiosgError as exc:  # pragma: no cover - the token was issued just now
             return ProbeReport(
                 **common, visitor_id=None, socket_url=None, auth=auth, error=_error_line(exc)

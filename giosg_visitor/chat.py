@@ -29,7 +29,8 @@ from .realtime.events import Change
 
 
 if TYPE_CHECKING:
-    from .realtime.connection import RealtimeConnection, Subscription
+    from .realtime.connection import RealtimeConnection
+    from .realtime.streams import Subscription
 
 __all__ = ["Chat", "MemberStream", "MessageStream"]
 

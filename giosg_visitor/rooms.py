@@ -14,7 +14,8 @@ from .realtime.events import Change, Gap, Resubscribed
 
 
 if TYPE_CHECKING:
-    from .realtime.connection import RealtimeConnection, Subscription
+    from .realtime.connection import RealtimeConnection
+    from .realtime.streams import Subscription
 
 __all__ = ["OnlineOperators"]
 

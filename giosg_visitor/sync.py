@@ -38,8 +38,8 @@ from ._auth import SessionState
 from .chat import Chat as _AsyncChat
 from .models import Action, ChatInfo, IdentityChange, Membership, Message, OnlineUser, Room
 from .notebook import Transcript
-from .realtime.connection import Subscription as _AsyncSubscription
 from .realtime.events import SubscriptionEvent
+from .realtime.streams import Subscription as _AsyncSubscription
 from .rooms import OnlineOperators as _AsyncOnlineOperators
 
 

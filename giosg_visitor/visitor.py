@@ -18,7 +18,7 @@ import anyio.abc
 import httpx
 
 from ._api import VisitorAPI
-from ._auth import InvalidSecretPolicy, SessionState, VisitorAuth, VisitorSession
+from ._auth import InvalidSecretPolicy, SessionState, SocketTokens, VisitorAuth, VisitorSession
 from ._clock import Clock, SystemClock
 from ._facts import SocketStrategy
 from ._host import spawn_root_task
@@ -30,7 +30,6 @@ from ._http import (
     check_credential_url,
 )
 from ._renewal import RenewalPolicy, RetryPolicy
-from ._secret import Secret
 from .chat import Chat
 from .errors import (
     ClosedError,
@@ -168,7 +167,7 @@ class Visitor:
         "_socket_hosts",
         "_socket_idle_timeout",
         "_socket_strategy",
-        "_socket_token",
+        "_socket_tokens",
         "_stack",
         "_store",
         "_task_group",
@@ -231,7 +230,7 @@ class Visitor:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._chats: weakref.WeakValueDictionary[str, Chat] = weakref.WeakValueDictionary()
         self._rooms_joined: set[str] = set()
-        self._socket_token: Secret | None = None
+        self._socket_tokens: SocketTokens | None = None
         self._shared_client = http_client
         self._client: httpx.AsyncClient | None = None
         self._session: VisitorSession | None = None
@@ -345,6 +344,7 @@ class Visitor:
             )
             await session.start()
             self._session = session
+            self._socket_tokens = SocketTokens(session)
             # Runs after the background tasks have stopped, before the client closes.
             stack.push_async_callback(self._save_before_close, session)
             self._api = VisitorAPI(
@@ -364,9 +364,7 @@ class Visitor:
                 self._connection = await stack.enter_async_context(
                     RealtimeConnection(
                         socket_url=lambda: self.socket_url,
-                        token_provider=self._fresh_socket_token,
-                        renew_token=self.renew,
-                        token_refused=self._socket_token_refused,
+                        token_source=self._socket_tokens,
                         clock=self._clock,
                         reconnect=self._reconnect,
                         strategy=self._socket_strategy,
@@ -613,38 +611,12 @@ class Visitor:
             chat._apply(info)
         return chat
 
-    async def _fresh_socket_token(self) -> Secret:
-        token = (await self._require_session().token()).access_token
-        self._socket_token = token
-        return token
-
-    async def _socket_token_refused(self, refused: Secret) -> bool:
-        """The server refused ``refused`` in a ``sub``: renew it, as after an HTTP 401.
-
-        Returns ``False`` (the refusal is final) when the token was issued a moment ago:
-        renewing could not help, and the renewal spacing would only delay the answer.
-        """
-        session = self._require_session()
-        current = session.current
-        if current is None:
-            return False
-        if current.access_token != refused:
-            return True  # renewed meanwhile: try the newer token
-        issued = current.times
-        age = self._clock.monotonic() - issued.issued_at
-        if not current.restored and age < self._renewal.spacing(issued.lifetime):
-            return False
-        logger.info("the server refused the socket token; renewing it")
-        renewed = await session.renew(stale=current)
-        # A rejected secret may have started a new visitor (on_invalid_secret): the
-        # refused channel named the old one, so no token can make it valid again.
-        return renewed.session.visitor_id == current.session.visitor_id
-
     async def _reauthorize_socket(self, session: VisitorSession) -> None:
         current = session.current
         if self._connection is None or current is None:
             return
-        if self._socket_token is not None and current.access_token == self._socket_token:
+        tokens = self._socket_tokens
+        if tokens is not None and tokens.handed_out == current.access_token:
             return
         try:
             await self._connection.reauthorize()

@@ -2,7 +2,8 @@
 
 * :class:`RealtimeProtocol`: the sans-I/O protocol (frames in, events out).
 * :class:`RealtimeConnection`: one socket, kept alive, reconnected and resubscribed;
-  :class:`Subscription` streams a channel's notifications.
+  :class:`Subscription` streams a channel's notifications; a :class:`TokenSource` gives
+  it tokens.
 * Events: :class:`Change` (a notification), the markers :class:`Resubscribed` and
   :class:`Gap` (backfill from REST after either), and the connection events
   :class:`Connected`, :class:`Disconnected`, :class:`Reconnected`.
@@ -16,18 +17,17 @@ from ._backoff import (
     classify_close as classify_close,
     classify_handshake as classify_handshake,
 )
+from ._tokens import TokenSource as TokenSource
 from ._transport import HandshakeRejectedError as HandshakeRejectedError
 from ._urls import (
     DEFAULT_ALLOWED_HOSTS as DEFAULT_ALLOWED_HOSTS,
     socket_endpoint as socket_endpoint,
 )
 from .connection import (
-    ConnectionEvents as ConnectionEvents,
     ConnectionState as ConnectionState,
     ConnectionStats as ConnectionStats,
     RealtimeConnection as RealtimeConnection,
     StrategyRefusal as StrategyRefusal,
-    Subscription as Subscription,
 )
 from .events import (
     Change as Change,
@@ -51,6 +51,7 @@ from .protocol import (
     ProtocolStats as ProtocolStats,
     RealtimeProtocol as RealtimeProtocol,
 )
+from .streams import ConnectionEvents as ConnectionEvents, Subscription as Subscription
 
 
 __all__ = [
@@ -81,6 +82,7 @@ __all__ = [
     "SubscribeFailed",
     "Subscription",
     "SubscriptionEvent",
+    "TokenSource",
     "UnsubscribeAck",
     "classify_close",
     "classify_handshake",

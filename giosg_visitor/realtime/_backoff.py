@@ -9,7 +9,8 @@ The numbers:
   30 s +-20 %;
 * :func:`classify_close` and :func:`classify_handshake` map a close code or a refused
   handshake to ``reconnect``, ``renew_then_reconnect`` or ``fail``;
-  :class:`ReconnectTracker` escalates repeated auth and protocol failures to ``fail``.
+  :class:`ReconnectTracker` escalates repeated auth and protocol failures to ``fail``;
+* :meth:`Drop.from_error` applies the same table to an error that ended a socket.
 """
 
 from __future__ import annotations
@@ -21,6 +22,15 @@ from typing import Final, final
 import attrs
 
 from giosg_visitor import _facts
+from giosg_visitor._redact import redact
+from giosg_visitor.errors import (
+    ConnectionClosedError,
+    GiosgError,
+    SessionError,
+    UntrustedEndpointError,
+)
+
+from ._transport import HandshakeRejectedError
 
 
 __all__ = [
@@ -28,6 +38,7 @@ __all__ = [
     "PROTOCOL_CLOSE_CODES",
     "CloseAction",
     "Decision",
+    "Drop",
     "FailureKind",
     "ReconnectPolicy",
     "ReconnectTracker",
@@ -268,3 +279,60 @@ def _unit(draw: float) -> float:
     if not math.isfinite(draw):
         return 0.0
     return min(1.0, max(0.0, draw))
+
+
+@attrs.frozen(kw_only=True)
+class Drop:
+    """Why a socket ended (or an attempt failed), and what the close-code table says of it."""
+
+    code: int | None
+    reason: str
+    verdict: Verdict
+    error: BaseException | None = None
+    #: Drop the TCP connection instead of a closing handshake (the link is dead).
+    abort: bool = False
+    #: A normal shutdown: the owner is leaving.
+    closing: bool = False
+
+    @classmethod
+    def from_error(cls, exc: BaseException) -> Drop:
+        """Classify an error that ended a socket or an attempt (see the module's table)."""
+        if isinstance(exc, ConnectionClosedError):
+            return cls(
+                code=exc.code,
+                reason=redact(exc.reason) or str(exc),
+                verdict=classify_close(exc.code),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, HandshakeRejectedError):
+            return cls(
+                code=None,
+                reason=f"handshake refused with HTTP {exc.status_code}",
+                verdict=classify_handshake(exc.status_code, exc.retry_after),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, UntrustedEndpointError | SessionError):
+            return cls(
+                code=None,
+                reason=type(exc).__name__,
+                verdict=Verdict(kind=FailureKind.FATAL),
+                error=exc,
+                abort=True,
+            )
+        if isinstance(exc, GiosgError | OSError):
+            return cls(
+                code=None,
+                reason=str(exc),
+                verdict=Verdict(kind=FailureKind.TRANSIENT),
+                error=exc,
+                abort=True,
+            )
+        return cls(
+            code=None,
+            reason=f"unexpected error: {type(exc).__name__}",
+            verdict=Verdict(kind=FailureKind.FATAL),
+            error=exc,
+            abort=True,
+        )

@@ -5,7 +5,7 @@
 a task group entered with ``async with`` (structured concurrency, nothing outlives it)::
 
     async with RealtimeConnection(
-        socket_url=auth.socket_url, token_provider=session.fresh_token
+        socket_url=auth.socket_url, token_source=tokens
     ) as connection:
         async with connection.subscribe(channel) as subscription:
             await subscription.wait_subscribed()
@@ -25,7 +25,7 @@ What it does for you:
   dropped.
 * **Reconnect** with full-jitter backoff (:class:`~giosg_visitor.realtime.ReconnectPolicy`),
   close codes and refused handshakes classified (:mod:`giosg_visitor._facts`). Each new
-  socket gets the freshest token from ``token_provider`` and resubscribes every channel in
+  socket gets the freshest token from its token source and resubscribes every channel in
   one batch. When a channel that was confirmed before is confirmed again, a
   :class:`~giosg_visitor.realtime.events.Resubscribed` marker goes into each of its
   subscriptions: notifications sent while the socket was down are missing there, and the
@@ -45,27 +45,18 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Self, final
+from typing import Final, Literal, Self, final
 
 import anyio
 import anyio.abc
 import anyio.lowlevel
-import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from giosg_visitor._clock import Clock, SystemClock
 from giosg_visitor._facts import (
-    AUTH_HANDSHAKE_STATUSES,
-    RETRYABLE_HANDSHAKE_STATUSES,
     SOCKET_STRATEGIES,
-    URL_DERIVATIONS,
-    RefusalKind,
     SocketStrategy,
-    UrlDerivation,
 )
 from giosg_visitor._redact import redact
 from giosg_visitor._secret import Secret
@@ -73,23 +64,27 @@ from giosg_visitor.errors import (
     ConnectionClosedError,
     GiosgError,
     SessionError,
-    SubscriptionError,
     UntrustedEndpointError,
 )
 
 from ._backoff import (
     CloseAction,
+    Drop,
     FailureKind,
     ReconnectPolicy,
     ReconnectTracker,
     Verdict,
     classify_close,
-    classify_handshake,
 )
+from ._channels import ChannelTable, ConnectionStats as ConnectionStats, Op
+from ._strategy import (
+    StrategyChooser,
+    StrategyRefusal as StrategyRefusal,
+    forget_discovered_strategies as forget_discovered_strategies,
+)
+from ._tokens import CallbackTokens, TokenSource
 from ._transport import (
     BinaryFrameError,
-    HandshakeRejectedError,
-    RedirectRefusedError,
     SocketConnection,
     SocketTransport,
     WebSocketTransport,
@@ -101,16 +96,14 @@ from .events import (
     Connected,
     ConnectionEvent,
     Disconnected,
-    Gap,
     Opened,
     ProtocolEvent,
     Reconnected,
-    Resubscribed,
     SubscribeAck,
     SubscribeFailed,
-    SubscriptionEvent,
 )
-from .protocol import Framing, ProtocolStats, RealtimeProtocol
+from .protocol import Framing, RealtimeProtocol
+from .streams import ConnectionEvents as ConnectionEvents, Subscription as Subscription
 
 
 __all__ = [
@@ -129,71 +122,10 @@ _KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
 #: Jitter and SockJS session ids (a Random() is 2.5 KiB: not one per connection).
 _SHARED_RNG: Final = random.Random()
-#: A subscription's consumer yields at least once per this many items.
-_CHECKPOINT_EVERY: Final = 64
 #: The read loop yields at least once per this many frames (at most max_buffer / 2).
 _READER_PACE: Final = 64
 #: How long a failed send waits for the reader to report the server's close code.
 _WRITER_GRACE: Final = 0.5
-#: In "auto", a socket closed this soon after opening, before the server said anything
-#: in the protocol, refuses the strategy.
-_CLOSED_AFTER_OPEN: Final = 2.0
-#: What "auto" found working, per socket host, for this process.
-_DISCOVERED: dict[str, UrlDerivation] = {}
-#: A refusal of a token a refusal-triggered renewal issued less than this long ago is
-#: final (a SubscriptionError): renewing again could not help. (The renewal spacing
-#: of a visitor's session, 5 s by default, plays the same part.)
-_FRESH_TOKEN_WINDOW: Final = 5.0
-
-
-def forget_discovered_strategies() -> None:
-    """Forget which strategy worked for which socket host (the next "auto" probes again)."""
-    _DISCOVERED.clear()
-
-
-@final
-@attrs.frozen(kw_only=True)
-class StrategyRefusal:
-    """One socket strategy the ``"auto"`` strategy tried and the server refused.
-
-    Attributes:
-        strategy: ``"raw"``, ``"sockjs"`` or ``"as_is"``.
-        kind: ``"http_status"`` (an HTTP status instead of 101), ``"no_upgrade"`` (a 2xx
-            without upgrade), ``"redirect"`` (never followed), ``"closed_after_open"``
-            (closed before the server said anything), ``"no_sockjs_open"`` (SockJS framing
-            without an ``o`` frame).
-        status: The HTTP status, for the handshake refusals.
-        code: The close code, for the refusals after open.
-    """
-
-    strategy: str
-    kind: RefusalKind
-    status: int | None = None
-    code: int | None = None
-
-    def describe(self) -> str:
-        """A short human-readable account, e.g. ``"HTTP 404"``."""
-        if self.kind == "http_status":
-            return f"HTTP {self.status}"
-        if self.kind == "no_upgrade":
-            return f"HTTP {self.status} without upgrade"
-        if self.kind == "redirect":
-            return f"redirect (HTTP {self.status}), not followed"
-        if self.kind == "no_sockjs_open":
-            return "no SockJS open frame"
-        return f"closed right after open (code {self.code})"
-
-
-@attrs.define(kw_only=True)
-class _Attempt:
-    """One connection attempt: its strategy and what it has shown."""
-
-    strategy: UrlDerivation
-    host: str
-    #: Trying the strategy without knowing it works ("auto" and nothing remembered).
-    probing: bool = False
-    opened_at: float | None = None
-    alive: bool = False
 
 
 class ConnectionState(enum.Enum):
@@ -210,455 +142,28 @@ class ConnectionState(enum.Enum):
 
 
 @final
-@attrs.define(kw_only=True)
-class ConnectionStats:
-    """Counters of one :class:`RealtimeConnection` (cumulative across its sockets).
-
-    Attributes:
-        opens: Sockets opened.
-        drops: Sockets lost or attempts failed.
-        binary_frames: Binary frames skipped.
-        dropped_notifications: Notifications dropped because a subscription's buffer was full.
-        refusals: ``sub`` messages the server refused.
-        refusals_recovered: Refused channels confirmed again after a token renewal.
-        unrouted: Notifications for channels nobody is subscribed to.
-        protocol: The protocol's parse counters.
-    """
-
-    opens: int = 0
-    drops: int = 0
-    binary_frames: int = 0
-    dropped_notifications: int = 0
-    refusals: int = 0
-    refusals_recovered: int = 0
-    unrouted: int = 0
-    protocol: ProtocolStats = attrs.field(factory=ProtocolStats)
-
-
-class _Delivery(enum.Enum):
-    DELIVERED = "delivered"
-    DROPPED = "dropped"
-    #: Dropped, and a new Gap marker was queued.
-    GAP = "gap"
-
-
-_DELIVERED: Final = _Delivery.DELIVERED
-
-
-@final
-class Subscription:
-    """One consumer's view of a channel: an async iterator of subscription events.
-
-    Yields :class:`~giosg_visitor.realtime.events.Change` notifications and the markers
-    :class:`~giosg_visitor.realtime.events.Resubscribed` and
-    :class:`~giosg_visitor.realtime.events.Gap` (backfill from REST after either). Ends
-    when the subscription or the connection is closed; raises the connection's fatal
-    error, or :class:`~giosg_visitor.errors.SubscriptionError` when the server refused the
-    channel, after the notifications buffered before it.
-
-    The buffer holds ``max_buffer`` notifications. When it is full the read loop does not
-    wait: the notification is dropped (counted in :attr:`dropped`) and a single
-    ``Gap(reason="overflow")`` is queued in its place, so the consumer sees exactly where
-    to backfill. Markers have reserved room and are never dropped.
-
-    Create it with :meth:`RealtimeConnection.subscribe`; close it with :meth:`aclose` or
-    ``async with``.
-    """
-
-    __slots__ = (
-        "_channel",
-        "_closed",
-        "_connection",
-        "_dropped",
-        "_error",
-        "_finished",
-        "_items",
-        "_last_was_marker",
-        "_max_buffer",
-        "_pulse",
-        "_since_checkpoint",
-        "_subscribed",
-        "_waiter",
-    )
-
-    def __init__(self, connection: RealtimeConnection, channel: str, *, max_buffer: int) -> None:
-        self._connection = connection
-        self._channel = channel
-        self._max_buffer = max_buffer
-        # A plain deque: the read loop appends, __anext__ pops. Notifications may fill
-        # max_buffer slots; two more are reserved for markers. Created by the first
-        # delivery and dropped whenever the consumer parks on an empty one (an empty
-        # deque is 0.6 KiB; most subscriptions are idle most of the time).
-        self._items: deque[SubscriptionEvent] | None = None
-        self._waiter: anyio.Event | None = None
-        self._error: BaseException | None = None
-        self._finished = False
-        self._closed = False
-        self._subscribed = False
-        self._last_was_marker = False
-        self._dropped = 0
-        self._since_checkpoint = 0
-        # Created when someone waits (an anyio.Event costs ~0.9 KiB on asyncio).
-        self._pulse: anyio.Event | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"<Subscription channel={self._channel!r} subscribed={self._subscribed}"
-            f" finished={self._finished} buffered={self.buffered}>"
-        )
-
-    @property
-    def channel(self) -> str:
-        """The channel."""
-        return self._channel
-
-    @property
-    def is_subscribed(self) -> bool:
-        """Whether the server has confirmed the channel on the current socket."""
-        return self._subscribed and not self._finished
-
-    @property
-    def buffered(self) -> int:
-        """Items waiting to be read."""
-        return len(self._items) if self._items is not None else 0
-
-    @property
-    def dropped(self) -> int:
-        """Notifications dropped because the buffer was full."""
-        return self._dropped
-
-    async def wait_subscribed(self) -> None:
-        """Wait until the server has confirmed the channel on the current socket.
-
-        Raises:
-            SubscriptionError: The server refused the channel.
-            RuntimeError: The subscription was closed.
-            GiosgError: The connection failed for good (its error).
-        """
-        while True:
-            if self._error is not None:
-                raise self._error
-            if self._finished:
-                raise RuntimeError("the subscription is closed")
-            if self._subscribed:
-                return
-            if self._pulse is None:
-                self._pulse = anyio.Event()
-            await self._pulse.wait()
-
-    async def aclose(self) -> None:
-        """Stop receiving the channel (sends ``unsub`` when nobody else listens to it)."""
-        self._connection._unsubscribe(self)
-        self._finish(None)
-        self._close()
-        await anyio.lowlevel.checkpoint()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> SubscriptionEvent:
-        # Buffered items are returned without a scheduling round trip each, so the
-        # consumer drains a burst as fast as the read loop queued it; a checkpoint every
-        # _CHECKPOINT_EVERY items keeps it fair to other tasks and cancellable.
-        yielded = False
-        while True:
-            items = self._items
-            if items:
-                self._since_checkpoint += 1
-                if self._since_checkpoint >= _CHECKPOINT_EVERY:
-                    self._since_checkpoint = 0
-                    await anyio.lowlevel.checkpoint()
-                    if not items or items is not self._items:
-                        continue
-                return items.popleft()
-            if self._finished or self._closed:
-                await anyio.lowlevel.checkpoint()
-                if self._items:
-                    continue
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            self._since_checkpoint = 0
-            if not yielded:
-                # Let the read loop run once before parking: during a burst it has queued
-                # more by then (on trio, websockets yields once per message), and one
-                # reschedule costs less than an Event, a park and a wake-up.
-                yielded = True
-                await anyio.lowlevel.checkpoint()
-                continue
-            self._items = None
-            waiter = self._waiter = anyio.Event()
-            try:
-                await waiter.wait()
-            finally:
-                self._waiter = None
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    if not TYPE_CHECKING:
-        # Only at run time: type checkers keep reporting `await visitor.subscribe(...)`
-        # as an error, and the run-time message says what to write instead.
-        def __await__(self) -> Generator[Any, None, NoReturn]:
-            raise TypeError(
-                "subscribe() is not awaitable: use `async with visitor.subscribe(channel) "
-                "as subscription:` and iterate it"
-            )
-
-    # Private methods called by the connection (on the read loop: never block).
-
-    def _deliver(self, event: Change) -> _Delivery:
-        if self._finished:
-            return _Delivery.DROPPED
-        items = self._items
-        if items is None:
-            items = self._items = deque()
-        elif len(items) >= self._max_buffer:
-            self._dropped += 1
-            if self._last_was_marker:
-                # The marker at the end of the buffer already covers this notification.
-                return _Delivery.DROPPED
-            self._mark(Gap(channel=self._channel, reason="overflow"))
-            return _Delivery.GAP
-        items.append(event)
-        self._last_was_marker = False
-        waiter = self._waiter
-        if waiter is not None:
-            # Wake the consumer once; it finds everything queued until it runs.
-            self._waiter = None
-            waiter.set()
-        return _DELIVERED
-
-    def _mark(self, marker: Resubscribed | Gap) -> None:
-        if self._finished:
-            return
-        # Only markers sit beyond the notification slots: past them, this one is implied.
-        items = self._items
-        if items is None:
-            items = self._items = deque()
-        if len(items) < self._max_buffer + 2:
-            items.append(marker)
-            if self._waiter is not None:
-                self._waiter.set()
-        self._last_was_marker = True
-
-    def _set_subscribed(self, value: bool) -> None:
-        self._subscribed = value
-        self._wake()
-
-    def _finish(self, error: BaseException | None) -> None:
-        if self._finished:
-            return
-        self._finished = True
-        self._subscribed = False
-        if error is not None:
-            self._error = error
-        if self._waiter is not None:
-            self._waiter.set()
-        self._wake()
-
-    def _close(self) -> None:
-        """The consumer is gone: forget what is buffered, end the iteration."""
-        self._closed = True
-        self._items = None
-        if self._waiter is not None:
-            self._waiter.set()
-
-    def _wake(self) -> None:
-        pulse, self._pulse = self._pulse, None
-        if pulse is not None:
-            pulse.set()
-
-
-@final
-class ConnectionEvents:
-    """An async iterator of :data:`~giosg_visitor.realtime.events.ConnectionEvent` values.
-
-    Created by :meth:`RealtimeConnection.events`; receives the events emitted after its
-    creation. Bounded: when the consumer falls behind by more than a few hundred events,
-    newer events are dropped (and counted in :attr:`dropped`). Ends when the connection
-    closes or fails. Close it with :meth:`aclose` or ``async with``.
-    """
-
-    def __init__(self, connection: RealtimeConnection, *, max_buffer: int) -> None:
-        self._connection = connection
-        send, receive = anyio.create_memory_object_stream[ConnectionEvent](max_buffer)
-        self._send: MemoryObjectSendStream[ConnectionEvent] = send
-        self._receive: MemoryObjectReceiveStream[ConnectionEvent] = receive
-        self.dropped = 0
-
-    def __repr__(self) -> str:
-        return f"<ConnectionEvents dropped={self.dropped}>"
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> ConnectionEvent:
-        try:
-            return await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop receiving events."""
-        self._connection._remove_listener(self)
-        self._send.close()
-        self._receive.close()
-        await anyio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __del__(self) -> None:
-        for stream in (getattr(self, "_send", None), getattr(self, "_receive", None)):
-            if stream is not None:
-                stream.close()
-
-    def _put(self, event: ConnectionEvent) -> None:
-        try:
-            self._send.send_nowait(event)
-        except anyio.WouldBlock:
-            self.dropped += 1
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass
-
-    def _end(self) -> None:
-        self._send.close()
-
-
-@attrs.define(kw_only=True)
-class _Channel:
-    """Server-side subscription state of one channel (shared by its subscriptions)."""
-
-    name: str
-    subscribers: list[Subscription] = attrs.field(factory=list)
-    #: Query ids of the ``sub`` messages sent for this channel on the current socket.
-    queries: set[int] = attrs.field(factory=set)
-    acked: bool = False
-    confirmed_before: bool = False
-    #: A refused ``sub`` was retried (with a renewed token) on this socket.
-    retried: bool = False
-    #: Refusals since the channel was last confirmed (recovered by the next confirmation).
-    pending_refusals: int = 0
-
-
-@attrs.define(kw_only=True)
-class _Reauth:
-    """One :meth:`RealtimeConnection.reauthorize` call waiting for its answers."""
-
-    done: anyio.Event
-    unsent: int
-    pending: set[int] = attrs.field(factory=set)
-
-    def check(self) -> bool:
-        if self.unsent <= 0 and not self.pending:
-            self.done.set()
-            return True
-        return False
-
-
-@attrs.frozen(kw_only=True)
-class _Op:
-    """Work for the writer task."""
-
-    kind: str  # "sub", "unsub", "reauth" or "retry"
-    channel: str
-    reauth: _Reauth | None = attrs.field(default=None, eq=False)
-    old_token: Secret | None = attrs.field(default=None, eq=False, repr=False)
-    #: The server's reason for the refusal a retry answers.
-    reason: str | None = attrs.field(default=None, eq=False, repr=False)
-
-
-@attrs.frozen(kw_only=True)
-class _Drop:
-    """Why a socket ended (or an attempt failed)."""
-
-    code: int | None
-    reason: str
-    verdict: Verdict
-    error: BaseException | None = None
-    #: Drop the TCP connection instead of a closing handshake (the link is dead).
-    abort: bool = False
-    #: A normal shutdown: the owner is leaving.
-    closing: bool = False
-
-    @classmethod
-    def from_error(cls, exc: BaseException) -> _Drop:
-        if isinstance(exc, ConnectionClosedError):
-            return cls(
-                code=exc.code,
-                reason=redact(exc.reason) or str(exc),
-                verdict=classify_close(exc.code),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, HandshakeRejectedError):
-            return cls(
-                code=None,
-                reason=f"handshake refused with HTTP {exc.status_code}",
-                verdict=classify_handshake(exc.status_code, exc.retry_after),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, UntrustedEndpointError | SessionError):
-            return cls(
-                code=None,
-                reason=type(exc).__name__,
-                verdict=Verdict(kind=FailureKind.FATAL),
-                error=exc,
-                abort=True,
-            )
-        if isinstance(exc, GiosgError | OSError):
-            return cls(
-                code=None,
-                reason=str(exc),
-                verdict=Verdict(kind=FailureKind.TRANSIENT),
-                error=exc,
-                abort=True,
-            )
-        return cls(
-            code=None,
-            reason=f"unexpected error: {type(exc).__name__}",
-            verdict=Verdict(kind=FailureKind.FATAL),
-            error=exc,
-            abort=True,
-        )
-
-
-@final
 class RealtimeConnection(anyio.AsyncContextManagerMixin):
     """A self-healing connection to the Giosg message router.
 
     Args:
         socket_url: The auth response's ``socket_url``, or a callable returning the
             current one (read before every connection attempt).
-        token_provider: Returns the freshest usable access token, renewing first if
-            needed. Called once per batch of ``sub`` messages (each new socket, each
-            :meth:`reauthorize`).
-        renew_token: Called when the server rejected our credential (auth close code,
-            handshake 401/403, a refused ``sub``) to force a renewal before reconnecting
-            or subscribing again. Optional.
-        token_refused: Called with the token of a refused ``sub`` instead of
-            ``renew_token``: renew it (single-flight) and return ``True``, or return
-            ``False`` when renewing cannot help (the token was issued a moment ago), which
-            makes the refusal a :class:`~giosg_visitor.errors.SubscriptionError`.
-            Optional.
+        token_source: Where tokens come from (a
+            :class:`~giosg_visitor.realtime.TokenSource`): asked for the freshest token
+            once per batch of ``sub`` messages (each new socket, each
+            :meth:`reauthorize`), told when the server rejected our credential (auth
+            close code, handshake 401/403) and handed a refused ``sub``'s token. Give
+            either this or ``token_provider``.
+        token_provider: Instead of ``token_source``: returns the freshest usable access
+            token, renewing first if needed.
+        renew_token: With ``token_provider``: called when the server rejected our
+            credential (auth close code, handshake 401/403, a refused ``sub``) to force a
+            renewal before reconnecting or subscribing again. Optional.
+        token_refused: With ``token_provider``: called with the token of a refused
+            ``sub`` instead of ``renew_token``: renew it (single-flight) and return
+            ``True``, or return ``False`` when renewing cannot help (the token was issued
+            a moment ago), which makes the refusal a
+            :class:`~giosg_visitor.errors.SubscriptionError`. Optional.
         clock: Time source for backoff and keepalive (``SystemClock`` by default).
         reconnect: Backoff and escalation numbers.
         strategy: Where to connect: ``"raw"`` (``<socket_url>/websocket``, default),
@@ -680,7 +185,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             after which the socket is considered dead (``None``: off). In SockJS framing
             the server heartbeats (every 25 s by default); otherwise only our own pings
             guarantee traffic, so the watchdog then waits at least ``ping_interval +
-            ping_timeout`` and is off when ``ping_interval`` is ``None``.
+            ping_timeout`` and is off when ``ping_interval`` is ``None``. Whenever the
+            keepalive would drop a silent link as soon, it alone does the watching.
         sockjs_idle_timeout: The former name of ``idle_timeout`` (used when given).
         max_size: Largest incoming message, bytes (larger: the socket closes with 1009).
         max_buffer: Notifications buffered per subscription before dropping (see
@@ -692,8 +198,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     # Slots: 38 attributes would overflow a shared-key instance dict (1.6 KiB each).
     __slots__ = (
         "_allowed_hosts",
-        "_attempt",
-        "_candidate",
         "_channels",
         "_clock",
         "_close_timeout",
@@ -702,8 +206,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_exited",
         "_fatal",
         "_framing",
-        "_framing_setting",
-        "_fresh_token",
         "_has_opened",
         "_idle_timeout",
         "_is_open",
@@ -712,13 +214,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_max_size",
         "_next_query",
         "_open_timeout",
-        "_outbox",
         "_ping_interval",
         "_ping_timeout",
-        "_query_tokens",
-        "_reauths",
-        "_refusals",
-        "_renew_token",
         "_rng",
         "_rx_count",
         "_rx_pulse",
@@ -728,10 +225,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_state",
         "_state_pulse",
         "_stats",
-        "_strategy",
-        "_strategy_in_use",
-        "_token_provider",
-        "_token_refused",
+        "_strategies",
+        "_tokens",
         "_tracker",
         "_transport",
         "_writer_args",
@@ -742,7 +237,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self,
         *,
         socket_url: str | Callable[[], str],
-        token_provider: Callable[[], Awaitable[Secret]],
+        token_source: TokenSource | None = None,
+        token_provider: Callable[[], Awaitable[Secret]] | None = None,
         renew_token: Callable[[], Awaitable[object]] | None = None,
         token_refused: Callable[[Secret], Awaitable[bool]] | None = None,
         clock: Clock | None = None,
@@ -772,19 +268,22 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if isinstance(allowed_hosts, str):
             raise TypeError("allowed_hosts must be a sequence of host patterns, not a str")
         self._socket_url = socket_url
-        self._token_provider = token_provider
-        self._renew_token = renew_token
-        self._token_refused = token_refused
         self._clock: Clock = clock if clock is not None else SystemClock()
+        if (token_source is None) == (token_provider is None):
+            raise TypeError("give either token_source or token_provider")
+        if token_source is None:
+            assert token_provider is not None
+            token_source = CallbackTokens(
+                token_provider, renew=renew_token, refused=token_refused, clock=self._clock
+            )
+        elif renew_token is not None or token_refused is not None:
+            raise TypeError("renew_token and token_refused go with token_provider")
+        self._tokens: TokenSource = token_source
         self._tracker = ReconnectTracker(policy=reconnect or ReconnectPolicy())
-        self._strategy: SocketStrategy = strategy
-        self._framing_setting: Literal["auto", "raw", "sockjs"] = framing
-        self._framing: Framing = self._framing_for("raw" if strategy == "auto" else strategy)
-        self._strategy_in_use: UrlDerivation | None = None
-        # "auto": the candidate being tried, and the refusals seen so far.
-        self._candidate = 0
-        self._refusals: list[StrategyRefusal] = []
-        self._attempt: _Attempt | None = None
+        self._strategies = StrategyChooser(strategy=strategy, framing=framing)
+        self._framing: Framing = self._strategies.framing_for(
+            "raw" if strategy == "auto" else strategy
+        )
         self._allowed_hosts = tuple(allowed_hosts)
         self._rng = rng if rng is not None else _SHARED_RNG
         self._open_timeout = open_timeout
@@ -807,18 +306,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._exited = False
         self._fatal: BaseException | None = None
         self._has_opened = False
-        self._channels: dict[str, _Channel] = {}
-        self._outbox: list[_Op] = []
-        self._reauths: list[_Reauth] = []
         self._listeners: list[ConnectionEvents] = []
-        self._query_tokens: dict[int, Secret] = {}
-        # The token a refusal-triggered renewal issued, and when.
-        self._fresh_token: tuple[Secret, float] | None = None
         self._next_query = 1
         self._stats = ConnectionStats()
+        self._channels = ChannelTable(stats=self._stats)
         # Per-socket state, valid while a socket is being served.
         self._is_open = False
-        self._drop: _Drop | None = None
+        self._drop: Drop | None = None
         self._socket_scope: anyio.CancelScope | None = None
         #: Inbound frames on the current socket (a counter: cheaper than a clock read).
         self._rx_count = 0
@@ -833,7 +327,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     def __repr__(self) -> str:
         return (
             f"<RealtimeConnection state={self._state.name} channels={len(self._channels)}"
-            f" strategy={self._strategy}>"
+            f" strategy={self._strategies.setting}>"
         )
 
     # Public API.
@@ -846,12 +340,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     @property
     def strategy(self) -> str | None:
         """The URL derivation that worked (``"raw"``, ``"sockjs"``, ``"as_is"``), once known."""
-        return self._strategy_in_use
+        return self._strategies.in_use
 
     @property
     def strategy_refusals(self) -> list[StrategyRefusal]:
         """What ``"auto"`` tried and was refused, in order (empty once it is used up)."""
-        return list(self._refusals)
+        return self._strategies.refusals
 
     @property
     def stats(self) -> ConnectionStats:
@@ -861,7 +355,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     @property
     def channels(self) -> list[str]:
         """The channels currently wanted, in subscription order."""
-        return list(self._channels)
+        return self._channels.names()
 
     def subscribe(self, channel: str) -> Subscription:
         """Subscribe to ``channel`` (non-blocking: the ``sub`` is sent by the writer task).
@@ -901,14 +395,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         subscriptions = []
         for name in names:
             subscription = Subscription(self, name, max_buffer=self._max_buffer)
-            channel = self._channels.get(name)
-            if channel is None:
-                channel = self._channels[name] = _Channel(name=name)
-                if self._is_open:
-                    self._outbox.append(_Op(kind="sub", channel=name))
-            elif channel.acked:
-                subscription._set_subscribed(True)
-            channel.subscribers.append(subscription)
+            self._channels.add(name, subscription)
             subscriptions.append(subscription)
         self._wake_writer()
         return subscriptions
@@ -926,15 +413,12 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             GiosgError: The connection failed for good (its error).
         """
         self._check_usable()
-        if not self._is_open or not self._channels:
+        done = anyio.Event()
+        if self._channels.reauthorize(done.set) is None:
             await anyio.lowlevel.checkpoint()
             return
-        reauth = _Reauth(done=anyio.Event(), unsent=len(self._channels))
-        self._reauths.append(reauth)
-        for name in self._channels:
-            self._outbox.append(_Op(kind="reauth", channel=name, reauth=reauth))
         self._wake_writer()
-        await reauth.done.wait()
+        await done.wait()
         if self._fatal is not None:
             raise self._fatal
 
@@ -1009,8 +493,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _run_forever(self) -> None:
         while True:
             socket_url = self._current_socket_url()
-            derivation = self._pick_derivation(socket_url)
-            self._framing = self._framing_for(derivation)
+            host = socket_host(socket_url)
+            derivation = self._strategies.pick(host)
+            self._framing = self._strategies.framing_for(derivation)
             try:
                 url = socket_endpoint(
                     socket_url,
@@ -1021,23 +506,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             except UntrustedEndpointError as exc:
                 self._fail(exc, code=None, reason="untrusted socket_url")
                 return
-            host = socket_host(socket_url)
-            self._attempt = _Attempt(
-                strategy=derivation,
-                host=host,
-                probing=self._strategy == "auto" and host not in _DISCOVERED,
+            self._strategies.begin(derivation, host)
+            outcome = self._strategies.dropped(
+                await self._connect_and_serve(url), self._clock.monotonic()
             )
-            drop = await self._connect_and_serve(url)
-            if self._attempt.probing:
-                refusal = self._classify_refusal(self._attempt, drop)
-                if refusal is not None:
-                    self._refusals.append(refusal)
-                    logger.debug("socket strategy %s refused: %s", derivation, refusal.describe())
-                    if self._candidate + 1 < len(URL_DERIVATIONS):
-                        # Not a failure of the link: try the next strategy at once.
-                        self._candidate += 1
-                        continue
-                    drop = self._all_refused(drop)
+            if outcome is None:
+                continue  # "auto": not a failure of the link, try the next strategy now
+            drop = outcome
             self._stats.drops += 1
             decision = self._tracker.failed(
                 self._clock.monotonic(), drop.verdict, self._rng.random()
@@ -1063,9 +538,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 decision.delay,
                 " (suspended)" if decision.suspended else "",
             )
-            if decision.action is CloseAction.RENEW_THEN_RECONNECT and self._renew_token:
+            if decision.action is CloseAction.RENEW_THEN_RECONNECT:
                 try:
-                    await self._renew_token()
+                    await self._tokens.renew()
                 except SessionError as exc:
                     self._fail(exc, code=drop.code, reason="token renewal failed")
                     return
@@ -1073,97 +548,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     logger.info("token renewal failed (%s); retrying later", type(exc).__name__)
             await self._clock.sleep(decision.delay)
 
-    # Finding the transport ("auto").
-
-    def _pick_derivation(self, socket_url: str) -> UrlDerivation:
-        if self._strategy != "auto":
-            return self._strategy
-        known = _DISCOVERED.get(socket_host(socket_url))
-        if known is not None:
-            self._strategy_in_use = known
-            return known
-        return URL_DERIVATIONS[self._candidate]
-
-    def _framing_for(self, derivation: UrlDerivation) -> Framing:
-        if self._framing_setting != "auto":
-            return self._framing_setting
-        return "sockjs" if derivation == "sockjs" else "raw"
-
-    def _proved(self) -> None:
-        """The server spoke the protocol on this socket: the strategy works."""
-        attempt = self._attempt
-        if attempt is None or attempt.alive:
-            return
-        attempt.alive = True
-        if self._strategy != "auto":
-            self._strategy_in_use = attempt.strategy
-            return
-        self._strategy_in_use = attempt.strategy
-        if attempt.probing:
-            _DISCOVERED[attempt.host] = attempt.strategy
-            refused = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
-            logger.info(
-                "real-time transport for %s: %s (%s framing)%s",
-                attempt.host,
-                attempt.strategy,
-                self._framing,
-                f" after refusals ({refused})" if refused else "",
-            )
-
-    def _classify_refusal(self, attempt: _Attempt, drop: _Drop) -> StrategyRefusal | None:
-        """Whether ``drop`` says "not this endpoint" (try the next strategy), and how."""
-        if attempt.alive:
-            return None
-        error = drop.error
-        if isinstance(error, HandshakeRejectedError):
-            status = error.status_code
-            if (
-                status in AUTH_HANDSHAKE_STATUSES
-                or status in RETRYABLE_HANDSHAKE_STATUSES
-                or 500 <= status < 600
-            ):
-                return None  # the endpoint exists; the usual reconnect rules apply
-            kind: RefusalKind = "no_upgrade" if 200 <= status < 300 else "http_status"
-            return StrategyRefusal(strategy=attempt.strategy, kind=kind, status=status)
-        if isinstance(error, RedirectRefusedError):
-            return StrategyRefusal(
-                strategy=attempt.strategy, kind="redirect", status=error.status_code
-            )
-        if attempt.opened_at is None:
-            return None  # network trouble: not an answer about the endpoint
-        if self._framing == "sockjs":
-            return StrategyRefusal(strategy=attempt.strategy, kind="no_sockjs_open", code=drop.code)
-        if self._clock.monotonic() - attempt.opened_at < _CLOSED_AFTER_OPEN:
-            return StrategyRefusal(
-                strategy=attempt.strategy, kind="closed_after_open", code=drop.code
-            )
-        return None
-
-    def _all_refused(self, drop: _Drop) -> _Drop:
-        """Every strategy was refused: a fatal drop that names each refusal."""
-        summary = "; ".join(f"{r.strategy}: {r.describe()}" for r in self._refusals)
-        message = f"no socket strategy worked ({summary})"
-        last = self._refusals[-1]
-        self._candidate = 0
-        self._refusals = []
-        error: GiosgError
-        if last.status is not None and last.kind != "redirect":
-            error = HandshakeRejectedError(message, status_code=last.status)
-        elif last.kind == "redirect":
-            error = UntrustedEndpointError(message)
-        else:
-            error = ConnectionClosedError(
-                message, code=last.code if last.code is not None else _ABNORMAL_CLOSURE
-            )
-        return _Drop(
-            code=drop.code,
-            reason="no socket strategy worked",
-            verdict=Verdict(kind=FailureKind.FATAL),
-            error=error,
-            abort=True,
-        )
-
-    async def _connect_and_serve(self, url: str) -> _Drop:
+    async def _connect_and_serve(self, url: str) -> Drop:
         try:
             async with self._transport.connect(
                 url,
@@ -1176,11 +561,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             ) as socket:
                 return await self._serve(socket)
         except (GiosgError, OSError) as exc:
-            return _Drop.from_error(exc)
+            return Drop.from_error(exc)
 
-    async def _serve(self, socket: SocketConnection) -> _Drop:
-        if self._attempt is not None:
-            self._attempt.opened_at = self._clock.monotonic()
+    async def _serve(self, socket: SocketConnection) -> Drop:
+        self._strategies.opened(self._clock.monotonic())
         protocol = RealtimeProtocol(
             framing=self._framing,
             first_query=self._next_query,
@@ -1220,7 +604,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             self._on_socket_end()
         drop = self._drop
         if drop is None:  # pragma: no cover - every task ends through _lost()
-            drop = _Drop(
+            drop = Drop(
                 code=_ABNORMAL_CLOSURE,
                 reason="socket ended",
                 verdict=classify_close(_ABNORMAL_CLOSURE),
@@ -1239,7 +623,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         burst = 0
         recv = socket.recv
         receive = protocol.receive_notification
-        channels = self._channels
+        route = self._channels.route
         checkpoint = anyio.lowlevel.checkpoint
         try:
             while True:
@@ -1255,14 +639,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 change = receive(text)
                 if change is not None:
                     # The hot path: one notification, routed to its subscribers.
-                    channel = channels.get(change.channel)
-                    if channel is None:
-                        self._stats.unrouted += 1
-                    else:
-                        for subscription in channel.subscribers:
-                            outcome = subscription._deliver(change)
-                            if outcome is not _DELIVERED:
-                                self._undelivered(channel, outcome)
+                    gap = route(change)
+                    if gap is not None:
+                        self._emit(gap)
                 else:
                     for event in protocol.events_received():
                         self._dispatch(event)
@@ -1275,14 +654,14 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     burst = 0
                     await checkpoint()
         except (GiosgError, OSError) as exc:
-            self._lost(_Drop.from_error(exc))
+            self._lost(Drop.from_error(exc))
 
     async def _writer(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
         # Started by _wake_writer; ends when the outbox is empty (no await between the
         # last check and clearing _writing, so nothing queued meanwhile is stranded).
         try:
-            while self._is_open and self._outbox:
-                ops, self._outbox = self._outbox, []
+            while self._is_open and self._channels.has_work:
+                ops = self._channels.take()
                 await self._apply(ops, protocol)
                 for frame in protocol.data_to_send():
                     await socket.send(frame)
@@ -1300,73 +679,18 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         """
         if isinstance(exc, ConnectionClosedError) and exc.code == _ABNORMAL_CLOSURE:
             await anyio.sleep(_WRITER_GRACE)
-        self._lost(_Drop.from_error(exc))
+        self._lost(Drop.from_error(exc))
 
-    async def _apply(self, ops: list[_Op], protocol: RealtimeProtocol) -> None:
+    async def _apply(self, ops: list[Op], protocol: RealtimeProtocol) -> None:
         token: Secret | None = None
-        if any(op.kind != "unsub" for op in ops):
-            token = await self._next_token()
-            refused_with = {op.old_token for op in ops if op.kind == "retry"}
-            if token in refused_with and await self._renew_refused(token):
+        if ChannelTable.needs_token(ops):
+            token = await self._tokens.fresh()
+            if token in ChannelTable.refused_tokens(ops) and await self._tokens.refused(token):
                 # The server refused this very token (revoked, or its clock is ahead of
                 # ours): like an HTTP 401, renew. One renewal serves every refused
                 # channel: the writer is single, and later retries see the new token.
-                token = await self._next_token()
-                if token not in refused_with:
-                    self._fresh_token = (token, self._clock.monotonic())
-        for op in ops:
-            channel = self._channels.get(op.channel)
-            if op.kind == "unsub":
-                if channel is None:
-                    protocol.send_unsubscribe(op.channel)
-                continue
-            assert token is not None
-            if channel is None:
-                if op.reauth is not None:
-                    op.reauth.unsent -= 1
-                    self._check_reauth(op.reauth)
-                continue
-            if op.kind == "retry" and op.old_token == token:
-                # Same token as the refused sub (no renewal could replace it): retrying
-                # cannot help.
-                self._refuse(channel, op.reason)
-                continue
-            [query] = protocol.send_subscribe([op.channel], token.reveal())
-            channel.queries.add(query)
-            self._query_tokens[query] = token
-            if op.reauth is not None:
-                op.reauth.unsent -= 1
-                op.reauth.pending.add(query)
-
-    async def _renew_refused(self, token: Secret) -> bool:
-        """Renew a token the server refused; whether another token may now be had."""
-        if self._token_refused is not None:
-            return await self._token_refused(token)
-        if self._renew_token is None:
-            return False
-        logger.info("the server refused the socket token; renewing it")
-        await self._renew_token()
-        return True
-
-    async def _next_token(self) -> Secret:
-        token = await self._token_provider()
-        if not isinstance(token, Secret):
-            raise TypeError("token_provider must return a giosg_visitor Secret")
-        return token
-
-    def _is_fresh(self, token: Secret) -> bool:
-        """Whether ``token`` came from a renewal a refusal triggered a moment ago.
-
-        With ``token_refused`` the owner judges freshness (it knows when tokens were
-        issued); this covers ``renew_token`` alone.
-        """
-        fresh = self._fresh_token
-        return (
-            self._token_refused is None
-            and fresh is not None
-            and fresh[0] == token
-            and self._clock.monotonic() - fresh[1] < _FRESH_TOKEN_WINDOW
-        )
+                token = await self._tokens.fresh()
+        self._channels.write(ops, token, protocol)
 
     async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
         while True:
@@ -1378,7 +702,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 await self._lost_after_grace(error)
             else:
                 self._lost(
-                    _Drop(
+                    Drop(
                         code=_KEEPALIVE_CLOSE,
                         reason="keepalive ping timeout",
                         verdict=classify_close(_KEEPALIVE_CLOSE),
@@ -1424,7 +748,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         await self._clock.sleep(self._open_timeout)
         if not self._is_open:
             self._lost(
-                _Drop(
+                Drop(
                     code=_ABNORMAL_CLOSURE,
                     reason="no SockJS open frame",
                     verdict=Verdict(kind=FailureKind.PROTOCOL),
@@ -1433,13 +757,26 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             )
 
     def _watchdog_timeout(self) -> float | None:
-        """The idle timeout for this socket; ``None`` when nothing guarantees traffic."""
+        """The idle timeout for this socket's watchdog task; ``None``: no watchdog task.
+
+        ``None`` when nothing guarantees traffic, and when our own keepalive already
+        drops a silent link at least as soon: it pings every ``ping_interval`` and drops
+        the socket when no frame at all arrives within ``ping_timeout``, so a link quiet
+        for ``ping_interval + ping_timeout`` is gone before an idle timeout at least that
+        long could fire (one task less per connection).
+        """
         idle = self._idle_timeout
-        if idle is None or self._framing == "sockjs":
-            return idle  # a SockJS server heartbeats every session
-        if self._ping_interval is None:
-            return None  # a raw endpoint need not send anything on a quiet channel
-        return max(idle, self._ping_interval + self._ping_timeout)
+        if idle is None:
+            return None
+        interval = self._ping_interval
+        if self._framing != "sockjs":
+            if interval is None:
+                return None  # a raw endpoint need not send anything on a quiet channel
+            idle = max(idle, interval + self._ping_timeout)
+        # (A SockJS server heartbeats every session, so any idle timeout applies there.)
+        if interval is not None and idle >= interval + self._ping_timeout:
+            return None
+        return idle
 
     async def _watchdog(self, idle_timeout: float) -> None:
         # Checked a few times per timeout: a frame counter, not a clock read per frame.
@@ -1454,7 +791,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 quiet_since = now
             elif now - quiet_since >= idle_timeout:
                 self._lost(
-                    _Drop(
+                    Drop(
                         code=_ABNORMAL_CLOSURE,
                         reason="no frame, heartbeat or pong received",
                         verdict=classify_close(_ABNORMAL_CLOSURE),
@@ -1465,102 +802,32 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
 
     # Event handling (runs on the read loop: never awaits).
 
-    def _undelivered(self, channel: _Channel, outcome: _Delivery) -> None:
-        self._stats.dropped_notifications += 1
-        if outcome is _Delivery.GAP:
-            self._emit(Gap(channel=channel.name, reason="overflow"))
-
     def _dispatch(self, event: ProtocolEvent) -> None:
         if isinstance(event, Change):
-            channel = self._channels.get(event.channel)
-            if channel is None:
-                self._stats.unrouted += 1
-                return
-            for subscription in channel.subscribers:
-                outcome = subscription._deliver(event)
-                if outcome is not _DELIVERED:
-                    self._undelivered(channel, outcome)
+            gap = self._channels.route(event)
+            if gap is not None:
+                self._emit(gap)
         elif isinstance(event, SubscribeAck):
-            self._on_ack(event)
+            self._strategies.proved()
+            if self._channels.acked(event):
+                self._tracker.authorized()
         elif isinstance(event, SubscribeFailed):
-            self._on_refused(event)
+            self._strategies.proved()
+            if self._channels.refused(event, self._tokens.is_fresh):
+                self._wake_writer()
         elif isinstance(event, Opened):
-            self._proved()
+            self._strategies.proved()
             if not self._is_open:
                 self._on_open()
         elif isinstance(event, Closed):
             self._lost(
-                _Drop(
+                Drop(
                     code=event.code,
                     reason=redact(event.reason),
                     verdict=classify_close(event.code),
                 )
             )
         # Heartbeat and UnsubscribeAck need nothing beyond _touch().
-
-    def _on_ack(self, event: SubscribeAck) -> None:
-        self._proved()
-        self._query_tokens.pop(event.query, None)
-        self._answer_reauth(event.query)
-        channel = self._channels.get(event.channel)
-        if channel is None or event.query not in channel.queries:
-            return
-        self._tracker.authorized()
-        if channel.pending_refusals:
-            self._stats.refusals_recovered += channel.pending_refusals
-            channel.pending_refusals = 0
-            logger.info("subscription to %r recovered with a renewed token", channel.name)
-        if channel.acked:
-            return
-        channel.acked = True
-        channel.retried = False
-        for subscription in channel.subscribers:
-            if channel.confirmed_before:
-                subscription._mark(Resubscribed(channel=channel.name))
-            subscription._set_subscribed(True)
-        channel.confirmed_before = True
-
-    def _on_refused(self, event: SubscribeFailed) -> None:
-        self._proved()
-        token = self._query_tokens.pop(event.query, None)
-        self._answer_reauth(event.query)
-        channel = self._channels.get(event.channel)
-        if channel is None or event.query not in channel.queries:
-            return
-        self._stats.refusals += 1
-        if not channel.retried and token is not None and not self._is_fresh(token):
-            # Like an HTTP 401: the token expired in flight, was revoked, or the server's
-            # clock runs ahead. Renew (single-flight) and subscribe again; only a refusal
-            # of a freshly issued token is final.
-            channel.retried = True
-            channel.pending_refusals += 1
-            self._outbox.append(
-                _Op(kind="retry", channel=channel.name, old_token=token, reason=event.reason)
-            )
-            self._wake_writer()
-            return
-        self._refuse(channel, event.reason)
-
-    def _refuse(self, channel: _Channel, reason: str | None) -> None:
-        detail = f": {redact(reason)}" if reason else ""
-        error = SubscriptionError(
-            f"the server refused the subscription to {channel.name!r}{detail}",
-            channel=channel.name,
-        )
-        self._channels.pop(channel.name, None)
-        for subscription in channel.subscribers:
-            subscription._finish(error)
-        logger.info("subscription refused for channel %r", channel.name)
-
-    def _answer_reauth(self, query: int) -> None:
-        for reauth in list(self._reauths):
-            if query in reauth.pending:
-                reauth.pending.discard(query)
-                self._check_reauth(reauth)
-
-    def _check_reauth(self, reauth: _Reauth) -> None:
-        if reauth.check() and reauth in self._reauths:
-            self._reauths.remove(reauth)
 
     # State changes.
 
@@ -1574,11 +841,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             logger.info("real-time socket reopened; resubscribing %d channels", len(self._channels))
         self._has_opened = True
         # A new socket has no subscriptions: (re)subscribe everything in one batch.
-        self._outbox = [_Op(kind="sub", channel=name) for name in self._channels]
-        for channel in self._channels.values():
-            channel.acked = False
-            channel.retried = False
-            channel.queries.clear()
+        self._channels.opened()
         self._wake_writer()
 
     def _on_socket_end(self) -> None:
@@ -1586,19 +849,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._socket_scope = None
         self._socket_group = None
         self._writer_args = None
-        self._outbox = []
-        self._query_tokens.clear()
-        for channel in self._channels.values():
-            channel.acked = False
-            channel.queries.clear()
-            for subscription in channel.subscribers:
-                subscription._set_subscribed(False)
-        # The next socket subscribes with the freshest token anyway.
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.socket_ended()
 
-    def _lost(self, drop: _Drop) -> None:
+    def _lost(self, drop: Drop) -> None:
         if self._drop is None:
             self._drop = drop
         if self._socket_scope is not None:
@@ -1626,13 +879,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         )
         self._emit(Disconnected(code=code, reason=reason, retry_in=None))
         self._set_state(ConnectionState.CLOSED)
-        for channel in self._channels.values():
-            for subscription in channel.subscribers:
-                subscription._finish(error)
-        self._channels.clear()
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.close(error)
         for listener in self._listeners:
             listener._end()
         self._listeners.clear()
@@ -1641,14 +888,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._exited = True
         self._is_open = False
         self._set_state(ConnectionState.CLOSED)
-        for channel in self._channels.values():
-            for subscription in channel.subscribers:
-                subscription._finish(None)
-                subscription._close()
-        self._channels.clear()
-        for reauth in self._reauths:
-            reauth.done.set()
-        self._reauths.clear()
+        self._channels.close(None, consumers_gone=True)
         for listener in self._listeners:
             listener._end()
         self._listeners.clear()
@@ -1678,7 +918,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return source if isinstance(source, str) else source()
 
     def _wake_writer(self) -> None:
-        if self._writing or not self._is_open or not self._outbox:
+        if self._writing or not self._is_open or not self._channels.has_work:
             return
         group, args = self._socket_group, self._writer_args
         if group is None or args is None:
@@ -1695,16 +935,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             raise
 
     def _unsubscribe(self, subscription: Subscription) -> None:
-        channel = self._channels.get(subscription.channel)
-        if channel is None or subscription not in channel.subscribers:
-            return
-        channel.subscribers.remove(subscription)
-        if channel.subscribers:
-            return
-        del self._channels[channel.name]
-        if self._is_open and channel.queries:
-            self._outbox.append(_Op(kind="unsub", channel=channel.name))
-            self._wake_writer()
+        self._channels.remove(subscription.channel, subscription)
+        self._wake_writer()
 
     def _remove_listener(self, listener: ConnectionEvents) -> None:
         if listener in self._listeners:

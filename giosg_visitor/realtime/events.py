@@ -15,6 +15,15 @@ Three families, all frozen attrs values:
   <giosg_visitor.realtime.connection.RealtimeConnection.events>` yields:
   :class:`Connected`, :class:`Disconnected`, :class:`Reconnected` and :class:`Gap`.
 
+"Closed" and "disconnected" each name one thing, on one layer:
+
+* :class:`Closed` is the *server's* SockJS close frame on one socket (a protocol event;
+  the connection then drops that socket);
+* :class:`Disconnected` is the *connection* losing a socket or failing an attempt (it
+  retries unless ``retry_in`` is ``None``);
+* ``ConnectionState.CLOSED`` is the *connection* being over for good (owner left or a
+  fatal error); nothing follows it.
+
 No event ever carries a token.
 """
 
