@@ -77,10 +77,10 @@ def _caches(visitor: Visitor, stream: MessageStream) -> dict[str, int]:
         "chats": len(visitor._chats),
         "rooms joined": len(visitor._rooms_joined),
         "channels": len(connection._channels),
-        "outbox": len(connection._outbox),
-        "reauthorizations": len(connection._reauths),
+        "outbox": len(connection._channels._outbox),
+        "reauthorizations": len(connection._channels._reauths),
         "event listeners": len(connection._listeners),
-        "query tokens": len(connection._query_tokens),
+        "query tokens": len(connection._channels._query_tokens),
         "claimed sends": len(visitor._api._claimed) if visitor._api is not None else 0,
     }
 
