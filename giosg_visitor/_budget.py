@@ -1,4 +1,4 @@
-"""The process-wide retry budget (``shared/research/reliability.md`` §6, T22).
+"""The process-wide retry budget: a cap on retries, so that a dead server is not stormed.
 
 Per-call retry limits are not enough when the server is down: a thousand visitors each
 retrying three times quadruple the load on a server that is already failing. The budget
@@ -23,7 +23,7 @@ class RetryBudget:
     Every call deposits ``ratio`` of a retry, every success another ``success_ratio``
     (up to ``reserve`` in hand), and every retry withdraws one. With a server that fails
     every request there are no successes, so retries stay at or below
-    ``reserve + ratio * calls`` (T22: 20 + 10 %); with a server that fails one request
+    ``reserve + ratio * calls`` (by default 20 + 10 %); with a server that fails one request
     in ten, the successes pay for the retries it needs (about 0.11 per call), so
     ordinary flakiness is still retried away. A healthy process always has ``reserve``
     retries ready. Thread-safe: one budget may serve visitors on several threads and

@@ -1,9 +1,10 @@
 """Pure renewal and retry maths: no I/O, no clock reads, no hidden randomness.
 
 Every function takes "now" and any random draw as arguments so that it can be tested
-exhaustively. The numbers follow ``shared/research/reliability.md`` §0 and §6 (T1-T2,
-T11, T21-T22); they live in :class:`RenewalPolicy` and :class:`RetryPolicy` so there is
-one place to change them.
+exhaustively. The numbers (when to renew, how long a request may wait for a renewal,
+how retries back off) live in :class:`RenewalPolicy` and :class:`RetryPolicy` so there
+is one place to change them; ``tests/reliability/README.md`` lists the tests that hold
+them to account.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def serve(args: argparse.Namespace) -> int:
     from giosg_visitor.testing import FakeGiosg
 
     out = Path(args.out)
-    giosg = FakeGiosg(token_lifetime=args.token_lifetime)
+    giosg = FakeGiosg(token_lifetime=args.token_lifetime, rooms=[ROOM_ID])
     giosg.start()
     (out / "server.json.tmp").write_text(json.dumps({"base_url": giosg.base_url}))
     (out / "server.json.tmp").rename(out / "server.json")

@@ -105,7 +105,7 @@ def main() -> int:
         redis_url = args.redis
         if redis_url is None:
             redis_process, redis_url = private_redis(workdir)
-        giosg = FakeGiosg()
+        giosg = FakeGiosg(rooms=[ROOM_ID])
         giosg.start()
         workers: list[Worker] = []
         try:

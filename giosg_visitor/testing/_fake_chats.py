@@ -1,7 +1,8 @@
 """The fake Giosg's chats, messages, memberships, rooms and online operators.
 
-Resources follow ``giosg-visitor-api.md`` §2; every change is published on the channels
-of §3.4 (``added``/``changed``/``removed``) with the side effects the doc describes.
+Resources have the fields of Giosg's visitor API; every change is published on the
+resource's channels (``added``/``changed``/``removed``) with the side effects the real
+service has (a message changes its chat, a membership changes the member list).
 """
 
 from __future__ import annotations

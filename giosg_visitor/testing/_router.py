@@ -1,6 +1,7 @@
 """``MessageRouter``: a fake Giosg message router over real WebSockets, with fault injection.
 
-It speaks the protocol of ``shared/giosg-visitor-api.md`` §3 as a real websockets server
+It speaks the visitor socket protocol (``sub``, ``__qr__`` acks, ``fail`` refusals,
+``changed`` notifications) as a real websockets server
 (``websockets.asyncio.server``) and runs on the asyncio loop of whoever starts it. The
 ``FakeGiosg`` server runs it on its own loop in a background thread, so that asyncio and
 trio clients alike connect over real sockets.
