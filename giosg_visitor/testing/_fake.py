@@ -31,11 +31,14 @@ from ._fake_chats import ChatWorld, chat_routes
 from ._faults import Fault, FaultPlan
 
 
-__all__ = ["FakeState", "RecordedRequest", "TokenInfo", "build_app"]
+__all__ = ["FakeState", "RecordedRequest", "RotationMode", "TokenInfo", "build_app"]
 
 AUTH_PATH: Final = "/api/v5/public/orgs/{org_id}/auth"
 
 TokenStatus = Literal["none", "valid", "expired", "unknown", "missing"]
+
+#: How the fake rotates ``visitor_secret_id`` on auth (``None``: it never does).
+RotationMode = Literal["grace", "strict"]
 
 
 @final
@@ -95,6 +98,13 @@ class FakeState:
         token_lifetime: Seconds each access token lives (``expires_in``).
         unknown_secret: ``"reject"`` (400, DRF body) or ``"mint"`` (a new visitor).
         organizations: If given, only these organization ids exist (others: 404).
+        rotate_secrets: ``None`` (the echoed secret stays the same), ``"grace"`` (every
+            auth with a secret answers with a new one; the previous one still
+            authenticates the same visitor for ``rotation_grace`` seconds) or
+            ``"strict"`` (every auth answers with a new secret and only the newest one
+            is accepted). Giosg documents that the echoed secret is not guaranteed to
+            stay the same, so a client must store what auth returns before using it.
+        rotation_grace: Seconds a superseded secret stays valid in ``"grace"`` mode.
     """
 
     def __init__(
@@ -104,8 +114,19 @@ class FakeState:
         token_lifetime: float = 1800.0,
         unknown_secret: Literal["reject", "mint"] = "reject",
         organizations: set[str] | None = None,
+        rotate_secrets: RotationMode | None = None,
+        rotation_grace: float = 60.0,
     ) -> None:
+        if rotate_secrets not in (None, "grace", "strict"):
+            raise ValueError('rotate_secrets must be None, "grace" or "strict"')
         self.clock: Clock = clock or SystemClock()
+        self.rotate_secrets: RotationMode | None = rotate_secrets
+        self.rotation_grace = rotation_grace
+        #: Superseded secrets still accepted in "grace" mode, and until when (monotonic).
+        self.retired_secrets: dict[str, float] = {}
+        #: How many times a secret was rotated, and when the last one was (monotonic).
+        self.rotations = 0
+        self.last_rotation_at: float | None = None
         self.token_lifetime = token_lifetime
         self.unknown_secret = unknown_secret
         self.organizations = organizations
@@ -153,6 +174,34 @@ class FakeState:
         self._issued.append(Secret(identity.secret))
         return identity
 
+    def lookup_secret(self, secret: str) -> VisitorIdentity | None:
+        """The identity a presented secret authenticates now (rotation rules applied)."""
+        identity = self.visitors.get(secret)
+        if identity is None or secret == identity.secret:
+            return identity
+        # A superseded secret: only within its grace window.
+        until = self.retired_secrets.get(secret)
+        if until is not None and self.clock.monotonic() < until:
+            return identity
+        return None
+
+    def rotate(self, identity: VisitorIdentity) -> None:
+        """Give ``identity`` a new secret; the old one is retired by the rotation mode."""
+        old = identity.secret
+        identity.secret = secrets.token_hex(25)
+        self.visitors[identity.secret] = identity
+        self._issued.append(Secret(identity.secret))
+        self.rotations += 1
+        self.last_rotation_at = self.clock.monotonic()
+        if self.rotate_secrets == "grace":
+            self.retired_secrets[old] = self.clock.monotonic() + self.rotation_grace
+        else:
+            del self.visitors[old]
+        now = self.clock.monotonic()
+        for stale in [s for s, until in self.retired_secrets.items() if until <= now]:
+            del self.retired_secrets[stale]
+            self.visitors.pop(stale, None)
+
     def revoke_visitor(self, visitor_id: str) -> None:
         """Make the secret of ``visitor_id`` invalid and its tokens unusable."""
         for identity in self.visitors.values():
@@ -188,10 +237,11 @@ class FakeState:
 
     def dump(self) -> dict[str, Any]:
         """The durable part of the state, as JSON-able data (holds secrets: keep it private)."""
+        current = {id(v): v for v in self.visitors.values()}.values()
         return {
             "visitors": [
                 {"secret": v.secret, "visitor_ids": v.visitor_ids, "revoked": v.revoked}
-                for v in self.visitors.values()
+                for v in current
             ],
             **self.chats.dump(),
         }
@@ -323,10 +373,12 @@ def build_app(state: FakeState) -> Starlette:
         elif not isinstance(secret, str):
             return drf_error(400, {"visitor_secret_id": ["Not a valid string."]})
         else:
-            known = state.visitors.get(secret)
+            known = state.lookup_secret(secret)
             if known is not None and not known.revoked:
                 identity = known
-            elif state.unknown_secret == "mint" and known is None:
+                if state.rotate_secrets is not None:
+                    state.rotate(identity)
+            elif state.unknown_secret == "mint" and secret not in state.visitors:
                 identity = state.new_visitor()
             else:
                 return drf_error(400, {"visitor_secret_id": ["Invalid visitor secret."]})

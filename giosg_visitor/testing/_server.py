@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 from .._clock import Clock
 from .._facts import API_PREFIX
 from ._bot import ScriptedBot
-from ._fake import FakeState, RecordedRequest, build_app
+from ._fake import FakeState, RecordedRequest, RotationMode, build_app
 from ._faults import Fault, FaultPlan
 from ._router import DropMode, MessageRouter
 
@@ -75,6 +75,11 @@ class FakeGiosg:
             notifications through :meth:`add_publisher`.
         next_links: ``"absolute"`` (the documented form) or ``"relative"``: ``next`` and
             ``previous`` are only ``?cursor=...``, relative to the page's own URL.
+        rotate_secrets: ``None`` (auth echoes the secret it was given), ``"grace"`` (every
+            auth with a secret answers with a new one, and the previous one still
+            authenticates the same visitor for ``rotation_grace`` seconds) or
+            ``"strict"`` (only the newest secret is accepted).
+        rotation_grace: Seconds a superseded secret stays valid in ``"grace"`` mode.
     """
 
     def __init__(
@@ -94,12 +99,16 @@ class FakeGiosg:
         page_size: int = 50,
         socket_url: str | None = None,
         next_links: Literal["absolute", "relative"] = "absolute",
+        rotate_secrets: RotationMode | None = None,
+        rotation_grace: float = 60.0,
     ) -> None:
         self.state = FakeState(
             clock=clock,
             token_lifetime=token_lifetime,
             unknown_secret=unknown_secret,
             organizations=organizations,
+            rotate_secrets=rotate_secrets,
+            rotation_grace=rotation_grace,
         )
         if isinstance(rooms, str):
             raise TypeError("rooms must be a collection of room ids, not one string")
