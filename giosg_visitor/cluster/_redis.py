@@ -15,7 +15,7 @@ import anyio
 import anyio.to_thread
 
 from giosg_visitor.errors import ProtocolError, TransportError, TransportTimeoutError
-from giosg_visitor.stores.redis import _current_backend, _describe, _import_redis, _scheme_of
+from giosg_visitor.stores.redis import _connection, _current_backend, _import_redis
 
 
 if TYPE_CHECKING:
@@ -32,37 +32,13 @@ class RedisLink:
     ) -> None:
         self._redis = _import_redis()
         self._socket_timeout = socket_timeout
-        self._url: str | None = None
-        self._password: str | None = None
-        self._async_client: redis.asyncio.Redis | None = None
-        self._sync_client: redis.Redis | None = None
-        if isinstance(url_or_client, str):
-            try:
-                options = self._redis.connection.parse_url(url_or_client)
-            except ValueError as exc:
-                raise ValueError(f"invalid Redis URL: {exc}") from None
-            self._url = url_or_client
-            self._password = options.get("password")
-            self.target = _describe(
-                "rediss" if url_or_client.startswith("rediss:") else "redis", options
-            )
-            self.owns_client = True
-        elif isinstance(url_or_client, self._redis.asyncio.Redis | self._redis.Redis):
-            pool_options = dict(url_or_client.connection_pool.connection_kwargs)
-            self._password = pool_options.get("password")
-            self.target = _describe(
-                _scheme_of(url_or_client.connection_pool.connection_class), pool_options
-            )
-            if isinstance(url_or_client, self._redis.asyncio.Redis):
-                self._async_client = url_or_client
-            else:
-                self._sync_client = url_or_client
-            self.owns_client = False
-        else:
-            raise TypeError(
-                "RedisCoordinator needs a Redis URL or a redis.asyncio.Redis / redis.Redis "
-                f"client, not {type(url_or_client).__name__}"
-            )
+        connection = _connection(self._redis, url_or_client, owner="RedisCoordinator")
+        self._url = connection.url
+        self._password = connection.password
+        self.target = connection.target
+        self._async_client = connection.async_client
+        self._sync_client = connection.sync_client
+        self.owns_client = connection.owns_client
 
     async def aclose(self) -> None:
         """Close the clients this link created (a client passed in stays open)."""

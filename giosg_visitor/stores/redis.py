@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 import anyio.to_thread
+import attrs
 
 from giosg_visitor._redact import redact
 from giosg_visitor.errors import (
@@ -115,6 +116,63 @@ def _scheme_of(connection_class: object) -> str:
 
 
 @final
+@attrs.frozen
+class _Connection:
+    """Where a Redis user connects: a URL to make clients from, or the client it was given.
+
+    Shared by :class:`RedisStore` and the cluster coordinator, so that both read a URL or a
+    client the same way and keep its password out of every message.
+    """
+
+    url: str | None
+    password: str | None
+    target: str
+    async_client: redis.asyncio.Redis | None
+    sync_client: redis.Redis | None
+    owns_client: bool
+
+
+def _connection(redis_module: ModuleType, url_or_client: object, *, owner: str) -> _Connection:
+    """Read ``url_or_client`` (a Redis URL or a redis-py client) for ``owner``'s messages.
+
+    Raises:
+        TypeError: Neither a URL nor a redis-py client.
+        ValueError: The URL is not a Redis URL.
+    """
+    if isinstance(url_or_client, str):
+        try:
+            options = redis_module.connection.parse_url(url_or_client)
+        except ValueError as exc:
+            # Without the context: a parse error deep down may quote part of the URL.
+            raise ValueError(f"invalid Redis URL: {exc}") from None
+        scheme = "rediss" if url_or_client.startswith("rediss:") else "redis"
+        return _Connection(
+            url=url_or_client,
+            password=options.get("password"),
+            target=_describe(scheme, options),
+            async_client=None,
+            sync_client=None,
+            owns_client=True,
+        )
+    if isinstance(url_or_client, redis_module.asyncio.Redis | redis_module.Redis):
+        pool = url_or_client.connection_pool
+        pool_options = dict(pool.connection_kwargs)
+        is_async = isinstance(url_or_client, redis_module.asyncio.Redis)
+        return _Connection(
+            url=None,
+            password=pool_options.get("password"),
+            target=_describe(_scheme_of(pool.connection_class), pool_options),
+            async_client=url_or_client if is_async else None,
+            sync_client=None if is_async else url_or_client,
+            owns_client=False,
+        )
+    raise TypeError(
+        f"{owner} needs a Redis URL or a redis.asyncio.Redis / redis.Redis client, "
+        f"not {type(url_or_client).__name__}"
+    )
+
+
+@final
 class RedisStore:
     """Keeps records in Redis; the shared choice for workers on several hosts.
 
@@ -183,38 +241,13 @@ class RedisStore:
         self._lease = float(lease_seconds)
         self._lease_ms = max(1, math.ceil(self._lease * 1000))
         self._socket_timeout = float(socket_timeout)
-        self._url: str | None = None
-        self._password: str | None = None
-        self._async_client: redis.asyncio.Redis | None = None
-        self._sync_client: redis.Redis | None = None
-        if isinstance(url_or_client, str):
-            try:
-                options = self._redis.connection.parse_url(url_or_client)
-            except ValueError as exc:
-                # Without the context: a parse error deep down may quote part of the URL.
-                raise ValueError(f"invalid Redis URL: {exc}") from None
-            self._url = url_or_client
-            self._password = options.get("password")
-            self._target = _describe(
-                "rediss" if url_or_client.startswith("rediss:") else "redis", options
-            )
-            self._owns_client = True
-        elif isinstance(url_or_client, self._redis.asyncio.Redis | self._redis.Redis):
-            pool_options = dict(url_or_client.connection_pool.connection_kwargs)
-            self._password = pool_options.get("password")
-            self._target = _describe(
-                _scheme_of(url_or_client.connection_pool.connection_class), pool_options
-            )
-            if isinstance(url_or_client, self._redis.asyncio.Redis):
-                self._async_client = url_or_client
-            else:
-                self._sync_client = url_or_client
-            self._owns_client = False
-        else:
-            raise TypeError(
-                "RedisStore needs a Redis URL or a redis.asyncio.Redis / redis.Redis client, "
-                f"not {type(url_or_client).__name__}"
-            )
+        connection = _connection(self._redis, url_or_client, owner="RedisStore")
+        self._url = connection.url
+        self._password = connection.password
+        self._target = connection.target
+        self._async_client = connection.async_client
+        self._sync_client = connection.sync_client
+        self._owns_client = connection.owns_client
         self._closed = False
         self._owned: set[tuple[str, str]] = set()
         self._key_locks: dict[str, anyio.Lock] = {}
