@@ -1,4 +1,10 @@
-"""A store in one SQLite file: many visitors, several processes, leases for renewal."""
+"""A store in one SQLite file: many visitors, several processes, leases for renewal.
+
+Next to ``<path>`` lives an empty file that is never deleted, ``<path>.holders``: on Linux
+a process holding a renewal lease also holds a kernel lock on one byte of it (chosen by
+the lease's owner token), so that another process can tell a lease whose holder died
+(the kernel dropped the byte lock) from one whose holder is alive.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import logging
 import math
 import os
 import sqlite3
+import struct
+import sys
 import threading
 import time
 import uuid
@@ -30,11 +38,17 @@ from giosg_visitor.models import VisitorRecord
 from .base import check_key
 from .file import (
     _ensure_private_parent,
+    _key_offset,
     _open_no_follow,
     _permission_warning,
     _tighten_mode,
+    _uses_ofd_locks,
     unavailable,
 )
+
+
+if sys.platform != "win32":
+    import fcntl
 
 
 __all__ = ["SQLiteStore"]
@@ -55,6 +69,11 @@ _TRY_LOCK: Final = (
     "WHERE locks.expires_at IS NULL OR locks.expires_at <= ?"
 )
 _UNLOCK: Final = "DELETE FROM locks WHERE key = ? AND owner = ?"
+_OWNER: Final = "SELECT owner FROM locks WHERE key = ?"
+# Take over the lease of a holder known to be dead, only if that holder still has it.
+_TAKE_OVER: Final = "UPDATE locks SET owner = ?, expires_at = ? WHERE key = ? AND owner = ?"
+# In an owner token: its holder keeps the token's byte of ``<path>.holders`` locked.
+_WATCHED: Final = "-watched-"
 _SAVE: Final = (
     "INSERT INTO records (key, data, updated_at) VALUES (?, ?, ?) "
     "ON CONFLICT (key) DO UPDATE SET data = excluded.data, updated_at = excluded.updated_at"
@@ -63,6 +82,62 @@ _CORRUPT_CODES: Final = frozenset({sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB
 # How often a waiting lock(key) retries: fast at first, then at most every 50 ms.
 _POLL_FIRST: Final = 0.01
 _POLL_MAX: Final = 0.05
+
+
+# Holder liveness: blocking helpers, run in worker threads only. ---------------------------
+
+
+def _byte_lock(fd: int, command: int, offset: int) -> bytes:
+    # struct flock: l_type, l_whence, l_start, l_len, l_pid (must be 0 for OFD locks).
+    request = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0)
+    return fcntl.fcntl(fd, command, request)
+
+
+@final
+class _Beacon:
+    """A lease holder's sign of life: an OFD lock on its owner token's byte of a file.
+
+    The kernel drops an open file description lock when the descriptor is closed, also
+    when the process dies (SIGKILL, OOM), so a lease row whose byte is unlocked belongs to
+    a holder that is gone. The holder lights it before writing its lease row and puts it
+    out after deleting the row: a row seen with the byte unlocked is therefore stale.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def light(self, owner: str) -> bool:
+        """Lock the byte of ``owner``; ``False`` (no beacon, plain lease) if that fails."""
+        try:
+            _ensure_private_parent(self._path)
+            self._fd = _open_no_follow(self._path, os.O_RDWR | os.O_CREAT)
+            _tighten_mode(self._fd, self._path)
+            _byte_lock(self._fd, fcntl.F_OFD_SETLK, _key_offset(owner))
+        except OSError:
+            self.put_out()
+            return False
+        return True
+
+    def put_out(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+
+def _is_lit(path: str, owner: str) -> bool:
+    """Whether the holder of ``owner`` is alive (its byte is locked); ``True`` if unsure."""
+    try:
+        fd = _open_no_follow(path, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        answer = _byte_lock(fd, fcntl.F_OFD_GETLK, _key_offset(owner))
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return bool(struct.unpack("hhqqi4x", answer)[0] != fcntl.F_UNLCK)
 
 
 @final
@@ -77,9 +152,13 @@ class SQLiteStore:
     :class:`~giosg_visitor.stores.file.FilePermissionWarning`.
 
     :meth:`lock` is a lease in the ``locks`` table, shared by every process using the file.
-    A holder that crashes keeps it until ``lease_seconds`` have passed (wall clock); a
-    holder that stays inside the block longer than that loses it silently, so keep the
-    lease well above the longest renewal.
+    A holder that stays inside the block longer than ``lease_seconds`` (wall clock) loses
+    it silently, so keep the lease well above the longest renewal. On Linux a holder also
+    keeps a kernel lock on one byte of ``<path>.holders`` while it holds the lease, and
+    the kernel drops that lock when the holder dies: a lease left by a killed process is
+    taken over at once, so a restarted process does not wait for it to expire. Elsewhere
+    (and if ``<path>.holders`` cannot be created) a holder that crashes keeps the lease
+    until ``lease_seconds`` have passed.
 
     Failures are typed: a database that another process holds locked for longer than
     ``busy_timeout`` (``BEGIN EXCLUSIVE``), a read-only or full disk, an I/O error or a
@@ -114,6 +193,7 @@ class SQLiteStore:
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
         self._path = os.path.abspath(os.path.expanduser(raw))
+        self._holders_path = f"{self._path}.holders"
         self._lease = float(lease_seconds)
         self._busy_timeout = float(busy_timeout)
         self._db_lock = threading.Lock()
@@ -230,8 +310,14 @@ class SQLiteStore:
         if local is None:
             local = self._key_locks[key] = anyio.Lock()
         async with local:
-            owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+            token = uuid.uuid4().hex
+            owner = f"{os.getpid()}-{token}"
+            watched = f"{os.getpid()}{_WATCHED}{token}"
+            beacon = _Beacon(self._holders_path) if _uses_ofd_locks() else None
             try:
+                # Lit before the lease row exists, put out after it is gone (finally).
+                if beacon is not None and await anyio.to_thread.run_sync(beacon.light, watched):
+                    owner = watched
                 delay = _POLL_FIRST
                 while not await self._run(self._try_lock_sync, key, owner):
                     await anyio.sleep(delay)
@@ -240,6 +326,8 @@ class SQLiteStore:
             finally:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(self._unlock_sync, key, owner)
+                    if beacon is not None:
+                        await anyio.to_thread.run_sync(beacon.put_out)
 
     # Internals: everything below runs in worker threads unless it is async. ----------------
 
@@ -339,6 +427,20 @@ class SQLiteStore:
     def _try_lock_sync(self, conn: sqlite3.Connection, key: str, owner: str) -> bool:
         now = time.time()
         acquired = conn.execute(_TRY_LOCK, (key, owner, now + self._lease, now)).rowcount == 1
+        if not acquired:
+            row = conn.execute(_OWNER, (key,)).fetchone()
+            holder = row[0] if row is not None else None
+            if (
+                isinstance(holder, str)
+                and _WATCHED in holder
+                and not _is_lit(self._holders_path, holder)
+            ):
+                # Its holder died inside lock(): waiting out its lease would only delay
+                # a restarted process. Taken only if that dead holder still has it.
+                update = (owner, now + self._lease, key, holder)
+                acquired = conn.execute(_TAKE_OVER, update).rowcount == 1
+                if acquired:
+                    logger.info("took over the renewal lease of a process that died")
         if acquired:
             self._owned.add((key, owner))
         return acquired

@@ -20,7 +20,8 @@ Events, one line each, with ``time.monotonic()`` (one clock for every process on
 ``next <t>``
     the next (non-auth) request is about to be sent.
 
-Store kinds: ``file`` (``path``), ``sqlite`` (``path``), ``redis`` (``url``, ``prefix``).
+Store kinds: ``file`` (``path``), ``sqlite`` (``path``), ``redis`` (``url``, ``prefix``,
+``lease_seconds``: the test explains the short lease).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def make_store(command: dict[str, Any]) -> Store:
     if kind == "sqlite":
         return SQLiteStore(command["path"])
     if kind == "redis":
-        return RedisStore(command["url"], prefix=command["prefix"])
+        return RedisStore(
+            command["url"], prefix=command["prefix"], lease_seconds=command["lease_seconds"]
+        )
     raise ValueError(f"unknown store kind {kind!r}")
 
 

@@ -5,27 +5,35 @@ sent. The SDK therefore saves an auth answer (the record with the new secret) be
 answer's token or secret is used, and the old secret is only forgotten by that save.
 
 ``FakeGiosg(rotate_secrets=...)`` answers every auth that carries a secret with a new one:
-``"grace"`` keeps the previous secret valid for the same visitor for a while (here: longer
-than the whole test), ``"strict"`` accepts only the newest.
+``"grace"`` keeps every superseded secret valid for the same visitor for a while (here:
+longer than the whole test), ``"strict"`` accepts only the newest.
 
-* In-process ordering, for MemoryStore, FileStore and SQLiteStore: on every request the SDK
-  sends, the store already holds the newest secret the fake issued for the visitor.
+* In-process ordering, for all four stores (memory, file, SQLite, Redis): on every request
+  the SDK sends, the store already holds the newest secret the fake issued for the visitor.
   This is the only meaningful check for ``MemoryStore``: it lives in the process, so
   nothing of it survives a kill, and "durable" for it means "in the store before any
   request uses it".
-* SIGKILL trials, for FileStore (SQLiteStore and RedisStore are not run here yet: the
-  trial loop stalled on them and is still being looked at): a
-  forked worker (``_rotation_child.py``, against the fake in this process) renews and
-  makes a request in a loop; it is killed at a random point between an auth request
-  being sent and the next request being sent, and the next worker on the same store must
-  resume the same visitor (its start includes a renewal, so the stored secret is really
-  presented). In grace mode every trial resumes the same visitor. In strict mode a
-  visitor can only be lost when the kill fell inside "response received -> durable save
-  done" (or the fake had answered and the answer was still in flight to the dead worker,
-  which no client can help); every loss must be explained that way. The window's
-  duration is measured on every renewal (p50/p99 go to the figures). Every worker also
-  shows the order itself: after each auth answer, its save is done before the next
-  request is sent.
+* SIGKILL trials, for FileStore, SQLiteStore and RedisStore: a forked worker
+  (``_rotation_child.py``, against the fake in this process) renews and makes a request in
+  a loop; it is killed at a random point between an auth request being sent and the next
+  request being sent, and the next worker on the same store must resume the same visitor
+  (its start includes a renewal, so the stored secret is really presented). In grace mode
+  every trial resumes the same visitor. In strict mode a visitor can only be lost when the
+  kill fell inside "response received -> durable save done" (or the fake had answered and
+  the answer was still in flight to the dead worker, which no client can help); every
+  loss must be explained that way. The window's duration is measured on every renewal
+  (p50/p99 go to the figures). Every worker also shows the order itself: after each auth
+  answer, its save is done before the next request is sent.
+* A kill almost always lands while the worker holds the store's renewal lock (the auth
+  request and the save happen under it), so the restarted worker first has to get past a
+  lock whose holder died. FileStore's lock is a kernel lock, dropped with the process.
+  SQLiteStore's lease (30 s by default) is taken over at once when its holder is dead
+  (the holder keeps a kernel lock on a byte of ``<path>.holders``): the trials use the
+  default lease and bound every restart well below it, and
+  ``test_a_lease_left_by_a_killed_process_does_not_delay_the_next_one`` checks it
+  directly. A Redis lease can only expire (Redis cannot see a client's death), so a
+  restart waits up to ``lease_seconds``: the Redis trials use ``REDIS_TRIAL_LEASE``
+  (see there).
 
 Short mode: ``SHORT_TRIALS`` kills per store, split over both modes and both backends.
 The long mode (``scripts/reliability --long``) runs ``GIOSG_ROTATION_TRIALS`` (default
@@ -42,7 +50,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Final, cast
 
 import anyio
 import attrs
@@ -71,6 +79,15 @@ LONG_TRIALS = 1000
 WINDOW_P99_BOUND = 0.5
 #: Longer than any run: in grace mode a superseded secret never runs out during a test.
 GRACE = 3600.0
+#: The Redis lease of the trial workers. Nearly every kill leaves the dead worker's lease
+#: behind, and Redis only drops it when it expires, so each restart waits up to this long
+#: (with the default 30 s, 100 trials would take close to an hour). Short is safe here:
+#: a lease only has to outlast a renewal while another process competes for it, and the
+#: trials never run two workers at once.
+REDIS_TRIAL_LEASE: Final = 0.1
+#: A restart (fork, start, first renewal) that takes longer than this waited for a dead
+#: worker's lock: the default leases are 30 s, a restart takes tens of milliseconds.
+RESTART_BOUND: Final = 10.0
 
 
 def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
@@ -84,6 +101,9 @@ def _store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Store:
     return RedisStore(url, prefix=f"rotation-{os.getpid()}-{time.monotonic_ns()}:")
 
 
+STORES: Final = ("file", "sqlite", "redis")
+
+
 def _newest_secret(giosg: FakeGiosg, visitor_id: str) -> str | None:
     for identity in giosg.state.visitors.values():
         if identity.visitor_ids.get(ORG_ID) == visitor_id:
@@ -91,7 +111,7 @@ def _newest_secret(giosg: FakeGiosg, visitor_id: str) -> str | None:
     return None
 
 
-@pytest.mark.parametrize("kind", ["memory", "file", "sqlite"])
+@pytest.mark.parametrize("kind", ["memory", *STORES])
 async def test_the_rotated_secret_is_in_the_store_before_any_request_uses_it(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest, figures: Figures
 ) -> None:
@@ -159,6 +179,8 @@ class _Trials:
     order_violations: list[str] = attrs.field(factory=list)
     windows: list[float] = attrs.field(factory=list)
     cycles: list[float] = attrs.field(factory=list)
+    #: Seconds from asking for a worker to its first renewal done (or its loss found).
+    restarts: list[float] = attrs.field(factory=list)
 
 
 def _analyse(events: list[tuple[str, float]], trials: _Trials) -> str:
@@ -205,6 +227,7 @@ async def _kill_trials(
     else:
         base["url"] = request.getfixturevalue("redis_url")
         base["prefix"] = f"rotation-{mode}-{backend}-{time.monotonic_ns()}:"
+        base["lease_seconds"] = REDIS_TRIAL_LEASE
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     trials = _Trials()
@@ -222,7 +245,7 @@ async def _kill_trials(
         reader = BufferedByteReceiveStream(process.stdout)
 
         async def line() -> str:
-            with anyio.fail_after(30):
+            with anyio.fail_after(60):
                 return (await reader.receive_until(b"\n", 1 << 16)).decode()
 
         def answered() -> int:
@@ -236,6 +259,7 @@ async def _kill_trials(
         try:
             for trial in range(3 * count + 1):  # the last start only checks the last kill
                 command = {**base, "key": f"visitor-{key}"}
+                asked = time.monotonic()
                 await process.stdin.send((json.dumps(command) + "\n").encode())
                 events: list[tuple[str, float]] = []
                 while True:
@@ -248,6 +272,7 @@ async def _kill_trials(
                         break
                     else:
                         raise AssertionError(f"unexpected line from the worker: {text!r}")
+                trials.restarts.append(time.monotonic() - asked)
                 if name != "ready":
                     # The stored secret no longer authenticates this visitor.
                     if name == "lost":
@@ -335,30 +360,39 @@ async def _check_store(
     p50 = _percentile(trials.windows, 0.50)
     p99 = _percentile(trials.windows, 0.99)
     in_window = trials.where.get("save window", 0)
+    slowest_restart = max(trials.restarts)
+    explained = trials.lost - len(trials.unexplained)
     print(
         f"\nrotation {kind}/{mode}/{backend}: {trials.kills} kills {trials.where}, "
-        f"{trials.lost} visitors lost; response->save window over {len(trials.windows)} "
-        f"renewals: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
+        f"{trials.lost} visitors lost ({explained} explained); response->save window over "
+        f"{len(trials.windows)} renewals: p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms; "
+        f"slowest restart {slowest_restart * 1000:.0f} ms"
     )
-    figures.add("trials.rotation_kills", trials.kills)
+    figures.add(f"trials.rotation_kills.{kind}", trials.kills)
     figures.add("faults.sigkill", trials.kills)
     figures.add(f"rotation.lost_{mode}", trials.lost)
+    figures.add("rotation.explained_losses", explained)
     figures.add("rotation.kills_in_save_window", in_window)
     figures.add("rotation.unexplained_losses", len(trials.unexplained))
     figures.add("rotation.order_violations", len(trials.order_violations))
+    figures.add("rotation.save_windows", len(trials.windows))
     figures.maximum("rotation.save_window_p50_us", round(p50 * 1e6))
     figures.maximum("rotation.save_window_p99_us", round(p99 * 1e6))
+    figures.maximum("rotation.slowest_restart_ms", round(slowest_restart * 1e3))
     assert trials.order_violations == [], trials.order_violations[:3]
     assert trials.unexplained == [], trials.unexplained[:5]
     if mode == "grace":
         assert trials.lost == 0
     assert trials.kills == count
     assert len(set(trials.where)) >= 2, trials.where  # the kills are spread over the cycle
+    assert slowest_restart < RESTART_BOUND, (
+        f"a restarted worker took {slowest_restart:.1f} s: it waited for a dead worker's lock"
+    )
     assert p99 < WINDOW_P99_BOUND, f"the save window's p99 is {p99 * 1000:.1f} ms"
 
 
 @pytest.mark.parametrize("mode", ["grace", "strict"])
-@pytest.mark.parametrize("kind", ["file"])
+@pytest.mark.parametrize("kind", STORES)
 async def test_sigkill_between_auth_and_the_next_request_keeps_the_visitor(
     kind: str,
     mode: str,
@@ -373,7 +407,7 @@ async def test_sigkill_between_auth_and_the_next_request_keeps_the_visitor(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["grace", "strict"])
-@pytest.mark.parametrize("kind", ["file"])
+@pytest.mark.parametrize("kind", STORES)
 async def test_sigkill_between_auth_and_the_next_request_keeps_the_visitor_long(
     kind: str,
     mode: str,
@@ -384,3 +418,56 @@ async def test_sigkill_between_auth_and_the_next_request_keeps_the_visitor_long(
 ) -> None:
     """The same with ``GIOSG_ROTATION_TRIALS`` (default 1,000) kills per store."""
     await _check_store(kind, mode, anyio_backend, tmp_path, request, figures, long=True)
+
+
+# A dead holder's lease ----------------------------------------------------------------------
+
+_HOLDER = """
+import sys, anyio
+from giosg_visitor.stores import SQLiteStore
+
+async def main() -> None:
+    async with SQLiteStore(sys.argv[1]) as store, store.lock("k"):
+        print("holding", flush=True)
+        await anyio.sleep_forever()
+
+anyio.run(main)
+"""
+
+
+async def _entered_within(store: SQLiteStore, seconds: float) -> bool:
+    with anyio.move_on_after(seconds):
+        async with store.lock("k"):
+            return True
+    return False
+
+
+async def test_a_lease_left_by_a_killed_process_does_not_delay_the_next_one(
+    tmp_path: Path,
+) -> None:
+    """SQLite: a live holder in another process keeps the lock; killed, it frees it at once.
+
+    The lease is the default 30 s. Before the holder's death was detected, a process
+    restarted after a SIGKILL inside ``lock()`` (a renewal) waited those 30 s.
+    """
+    path = tmp_path / "visitors.sqlite3"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    async with SQLiteStore(path) as store:
+        process = await anyio.open_process([sys.executable, "-c", _HOLDER, str(path)], env=env)
+        try:
+            assert process.stdout is not None
+            reader = BufferedByteReceiveStream(process.stdout)
+            with anyio.fail_after(30):
+                assert await reader.receive_until(b"\n", 100) == b"holding"
+            assert store.lease_seconds == 30.0
+            assert not await _entered_within(store, 0.5)  # alive: it still excludes
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+            started = time.monotonic()
+            assert await _entered_within(store, 5), "waited for the dead holder's lease"
+            assert time.monotonic() - started < 5
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.aclose()
