@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
@@ -34,6 +35,7 @@ __all__ = [
     "FIGURES",
     "FIGURES_ENV",
     "LIFECYCLE_MUST_BE_ZERO",
+    "WINDOW_HISTOGRAM",
     "Figures",
     "lifecycle_rows",
     "main",
@@ -177,20 +179,38 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(counts.get(name, 0) for name in must_be_zero) else 0
 
 
-# Long-life figures: clock skew, event-loop blocking, the soak, cancellation. Kept apart
-# from the figures above; peaks are recorded with Figures.maximum, sums with Figures.add.
+# Long-life figures: secret rotation, clock skew, event-loop blocking, the soak,
+# cancellation. Kept apart from the figures above; peaks are recorded with
+# Figures.maximum, sums with Figures.add.
 
 #: Long-life counters that must stay at zero.
 LIFECYCLE_MUST_BE_ZERO: Final = (
+    "rotation.lost_grace",
+    "rotation.unexplained_losses",
+    "rotation.order_violations",
     "skew.expired_sends",
     "loop.slow_callbacks",
     "cancel.leaks",
 )
+#: The stores whose SIGKILL rotation trials are counted (``trials.rotation_kills.<store>``).
+ROTATION_STORES: Final = ("file", "sqlite", "redis")
+#: ``<this>.<store>.<n>``: how many "auth answer -> durable save" windows of a store's
+#: rotation trials lasted from n to n + 1 tenths of a millisecond.
+WINDOW_HISTOGRAM: Final = "rotation.save_window_100us"
 
 
 def lifecycle_rows(counts: dict[str, int]) -> list[str]:
     """The summary lines of the long-life figures (none if no such test ran)."""
-    names = ("skew.", "loop.", "soak.", "cancel.", "trials.skew_runs", "trials.soak_cycles")
+    names = (
+        "rotation.",
+        "skew.",
+        "loop.",
+        "soak.",
+        "cancel.",
+        "trials.rotation",
+        "trials.skew_runs",
+        "trials.soak_cycles",
+    )
     if not any(name.startswith(names) for name in counts):
         return []
 
@@ -202,6 +222,7 @@ def lifecycle_rows(counts: dict[str, int]) -> list[str]:
 
     growth = counts.get("soak.rss_growth_permille", 0) / 10
     rows = ["  long-life checks:"]
+    rows.extend(_rotation_rows(counts, line))
     if "trials.skew_runs" in counts:
         rows.append(
             line(
@@ -237,6 +258,69 @@ def lifecycle_rows(counts: dict[str, int]) -> list[str]:
             )
         )
     return rows
+
+
+def _rotation_rows(counts: dict[str, int], line: Callable[[str, str], str]) -> list[str]:
+    """Secret rotation: the in-process checks and the SIGKILL trials per store."""
+    rows: list[str] = []
+
+    def get(name: str) -> str:
+        return f"{counts.get(name, 0):,}"
+
+    if "trials.rotation_checks" in counts:
+        rows.append(
+            line(
+                "rotation: requests checked",
+                f"{get('trials.rotation_checks')} (newest secret stored before use)",
+            )
+        )
+    kills = {store: f"trials.rotation_kills.{store}" for store in ROTATION_STORES}
+    if not any(name in counts for name in kills.values()):
+        return rows
+    per_store = ", ".join(f"{store} {get(name)}" for store, name in kills.items())
+    lost_strict = counts.get("rotation.lost_strict", 0)
+    windows = []
+    for store in ROTATION_STORES:
+        histogram = {
+            int(name.rsplit(".", 1)[1]): count
+            for name, count in counts.items()
+            if name.startswith(f"{WINDOW_HISTOGRAM}.{store}.")
+        }
+        if histogram:
+            p50, p99 = (_histogram_percentile(histogram, share) for share in (0.5, 0.99))
+            windows.append(f"{store} {p50:.1f} / {p99:.1f}")
+    rows.extend(
+        [
+            line("rotation SIGKILL trials", per_store),
+            line(
+                "rotation visitors lost",
+                f"grace {get('rotation.lost_grace')}, strict {lost_strict:,} "
+                f"(explained {get('rotation.explained_losses')}, "
+                f"unexplained {get('rotation.unexplained_losses')}); "
+                f"order violations {get('rotation.order_violations')}",
+            ),
+            line(
+                "rotation save window p50 / p99 ms",
+                f"{', '.join(windows)} (answer -> durable save, "
+                f"{get('rotation.save_windows')} renewals); "
+                f"kills inside it {get('rotation.kills_in_save_window')}",
+            ),
+            line("rotation slowest restart", f"{get('rotation.slowest_restart_ms')} ms"),
+        ]
+    )
+    return rows
+
+
+def _histogram_percentile(histogram: dict[int, int], share: float) -> float:
+    """The ``share`` percentile, in ms, of tenth-of-a-millisecond buckets (upper edges)."""
+    total = sum(histogram.values())
+    rank = min(total - 1, int(share * total))
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen > rank:
+            return (bucket + 1) / 10
+    raise AssertionError("unreachable: rank < total")
 
 
 if __name__ == "__main__":
