@@ -42,6 +42,7 @@ The long mode (``scripts/reliability --long``) runs ``GIOSG_ROTATION_TRIALS`` (d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -273,7 +274,12 @@ async def _kill_trials(
                     else:
                         raise AssertionError(f"unexpected line from the worker: {text!r}")
                 if trial:  # the first start also waits for the zygote's imports
-                    trials.restarts.append(time.monotonic() - asked)
+                    took = time.monotonic() - asked
+                    trials.restarts.append(took)
+                    # At once: every later restart would wait as long.
+                    assert took < RESTART_BOUND, (
+                        f"a restarted worker took {took:.1f} s: it waited for a dead worker's lock"
+                    )
                 if name != "ready":
                     # The stored secret no longer authenticates this visitor.
                     if name == "lost":
@@ -295,7 +301,8 @@ async def _kill_trials(
                     trials.unexplained.append(f"trial {trial}: another visitor after {previous}")
                     expected = visitor_id
                 if trials.kills == count:
-                    os.kill(int(pid), signal.SIGKILL)
+                    with contextlib.suppress(ProcessLookupError):  # it may have failed
+                        os.kill(int(pid), signal.SIGKILL)
                     while not (await line()).startswith("exit"):
                         pass
                     break
@@ -303,19 +310,24 @@ async def _kill_trials(
                 # the cycle up to the next request (the cycle's length is learned).
                 while True:
                     name, _, rest = (await line()).partition(" ")
+                    if name == "lost":  # no kill yet: the worker's own renewal was refused
+                        raise AssertionError(f"trial {trial}: a running worker lost its visitor")
                     events.append((name, float(rest)))
                     seen += name == "recv"
                     if name == "sent":
                         break
                 span = statistics.median(trials.cycles[-50:]) if trials.cycles else 0.01
                 await anyio.sleep(rng.uniform(0, span * 1.1))
-                os.kill(int(pid), signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it failed: its lines say why
+                    os.kill(int(pid), signal.SIGKILL)
                 trials.kills += 1
                 while True:
                     text = await line()
                     name, _, rest = text.partition(" ")
                     if name == "exit":
                         break
+                    if name == "lost":  # refused before the kill landed
+                        raise AssertionError(f"trial {trial}: a running worker lost its visitor")
                     events.append((name, float(rest)))
                     seen += name == "recv"
                 previous = _analyse(events, trials)
@@ -387,9 +399,6 @@ async def _check_store(
         assert trials.lost == 0
     assert trials.kills == count
     assert len(set(trials.where)) >= 2, trials.where  # the kills are spread over the cycle
-    assert slowest_restart < RESTART_BOUND, (
-        f"a restarted worker took {slowest_restart:.1f} s: it waited for a dead worker's lock"
-    )
     # Only the median is bounded: on a loaded 2-core machine a single save can stall for a
     # few hundred milliseconds (seen: 315 ms), so the p99 is measured and printed instead.
     assert p50 < WINDOW_P50_BOUND, f"the save window's median is {p50 * 1000:.1f} ms"
