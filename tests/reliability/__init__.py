@@ -1,1 +1,1 @@
-"""Reliability targets T1-T24 of ``shared/research/reliability.md`` §6 (see README.md)."""
+"""The reliability suite: long-run, fault and crash checks of the SDK (see README.md)."""

@@ -1,4 +1,4 @@
-"""T15: the secret sentinel. No secret in any log line, warning, exception or repr.
+"""The secret sentinel. No secret in any log line, warning, exception or repr.
 
 For every test it runs around (autouse in ``tests/reliability``; for the whole suite run
 ``python -m pytest -p tests.reliability.canary tests``), :func:`secret_sentinel`:
@@ -203,7 +203,7 @@ def _wrap_init(cls: type[Any], record: Callable[[Any], None]) -> Callable[[], No
 
 @pytest.fixture(autouse=True)
 def secret_sentinel(request: pytest.FixtureRequest) -> Iterator[Sentinel]:
-    """T15 around every test: record logs, warnings and errors; fail on any secret in them."""
+    """Around every test: record logs, warnings and errors; fail on any secret in them."""
     watch_all = request.node.get_closest_marker("canary_fakes_only") is None
     sentinel = Sentinel(watch_all_secrets=watch_all)
     handler = _Collector(sentinel.texts)

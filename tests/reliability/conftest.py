@@ -1,6 +1,7 @@
 """Fixtures and hooks of the reliability suite.
 
-* ``secret_sentinel`` (autouse, :mod:`tests.reliability.canary`): T15 around every test.
+* ``secret_sentinel`` (autouse, :mod:`tests.reliability.canary`): around every test, no
+  secret in any log record, warning, exception or repr.
 * ``figures``: the counters printed by ``scripts/reliability``.
 * Long runs are marked ``slow`` and skipped unless ``-m slow`` selects them (or
   ``GIOSG_RELIABILITY_LONG=1``); the default suite keeps a short version of each.

@@ -1,4 +1,4 @@
-"""T20, T24: hostile input. A typed value or a typed error, never a crash; memory bounded.
+"""Hostile input. A typed value or a typed error, never a crash; memory bounded.
 
 Property tests (Hypothesis) over every decoder: auth responses, chat resources, store
 records, raw bodies, REST bodies and pagination through a live ``Visitor``, and socket
@@ -233,13 +233,13 @@ def raw_bodies(draw: st.DrawFn) -> bytes:
     return text
 
 
-# T20: decoders --------------------------------------------------------------------------------
+# Decoders -------------------------------------------------------------------------------------
 
 
 @FAST
 @given(data=AUTH)
 def test_auth_responses_give_a_session_or_a_protocol_error(data: Any) -> None:
-    """T20: any auth response decodes to an AuthSession or ProtocolError; its lifetime is sane."""
+    """Any auth response decodes to an AuthSession or ProtocolError; its lifetime is sane."""
     FIGURES.add("fuzz.bodies", 1)
     typed_or_protocol_error(lambda: AuthSession.from_api(data), AuthSession)
     if isinstance(data, dict):
@@ -255,7 +255,7 @@ def test_auth_responses_give_a_session_or_a_protocol_error(data: Any) -> None:
     )
 )
 def test_rest_resources_give_a_model_or_a_protocol_error(case: tuple[str, Any]) -> None:
-    """T20: chats, messages, memberships, rooms, online users: a model or ProtocolError."""
+    """Chats, messages, memberships, rooms, online users: a model or ProtocolError."""
     name, data = case
     parse = RESOURCES[name][0]
     FIGURES.add("fuzz.bodies", 1)
@@ -265,7 +265,7 @@ def test_rest_resources_give_a_model_or_a_protocol_error(case: tuple[str, Any]) 
 @FAST
 @given(body=raw_bodies())
 def test_raw_bodies_give_an_object_or_a_protocol_error(body: bytes) -> None:
-    """T20: bytes of any kind decode to a JSON object or ProtocolError, stored records too."""
+    """Bytes of any kind decode to a JSON object or ProtocolError, stored records too."""
     FIGURES.add("fuzz.bodies", 2)
     typed_or_protocol_error(lambda: decode_json_object(body, where="fuzz"), dict)
     typed_or_protocol_error(lambda: VisitorRecord.loads(body), VisitorRecord)
@@ -299,7 +299,7 @@ stored_records = st.fixed_dictionaries(
 @FAST
 @given(data=stored_records)
 def test_stored_records_give_a_record_or_a_protocol_error(data: Any) -> None:
-    """T20: a store file's record of any shape loads as a VisitorRecord or ProtocolError."""
+    """A store file's record of any shape loads as a VisitorRecord or ProtocolError."""
     FIGURES.add("fuzz.bodies", 1)
     text = json.dumps(data)
     typed_or_protocol_error(lambda: VisitorRecord.loads(text), VisitorRecord)
@@ -309,7 +309,7 @@ def test_stored_records_give_a_record_or_a_protocol_error(data: Any) -> None:
     "stamp", ["9999-12-31T23:59:59-01:00", "0001-01-01T00:30:00+01:00"], ids=["9999", "0001"]
 )
 def test_an_out_of_range_timestamp_is_a_protocol_error(stamp: str) -> None:
-    """T20: a timestamp that cannot be converted to UTC is malformed input, not a crash."""
+    """A timestamp that cannot be converted to UTC is malformed input, not a crash."""
     chat = {"id": "58f5055c-56e0-11e5-9354-6c4008c08dfe", "created_at": stamp}
     with pytest.raises(ProtocolError):
         ChatInfo.from_api(chat)
@@ -317,7 +317,7 @@ def test_an_out_of_range_timestamp_is_a_protocol_error(stamp: str) -> None:
 
 @pytest.mark.parametrize("field", ["sessions", "tokens"])
 def test_a_stored_number_beyond_float_range_is_a_protocol_error(field: str) -> None:
-    """T20: a store file holding 10**400 is a malformed record, not a crash."""
+    """A store file holding 10**400 is a malformed record, not a crash."""
     entry: dict[str, Any] = {"access_token": "t" * 20, "expires_at": 10**400, "lifetime": 60}
     if field == "sessions":
         entry |= {"organization_id": ORG_ID, "visitor_id": "v", "socket_url": "https://x"}
@@ -326,7 +326,7 @@ def test_a_stored_number_beyond_float_range_is_a_protocol_error(field: str) -> N
         VisitorRecord.loads(text)
 
 
-# T20: REST bodies and pagination through a live Visitor ---------------------------------------
+# REST bodies and pagination through a live Visitor --------------------------------------------
 
 BASE: Final = "https://service.giosg.com"
 TINY_RETRY: Final = RetryPolicy(
@@ -413,12 +413,12 @@ async def _through_a_visitor(answers: list[tuple[int, list[tuple[bytes, bytes]],
 async def test_rest_bodies_and_pagination_through_a_visitor(
     answers: list[tuple[int, list[tuple[bytes, bytes]], bytes]],
 ) -> None:
-    """T20: any page graph and body: typed results or GiosgError, only the API origin asked."""
+    """Any page graph and body: typed results or GiosgError, only the API origin asked."""
     FIGURES.add("fuzz.bodies", len(answers))
     await _through_a_visitor(answers)
 
 
-# T20, T24: socket frames ----------------------------------------------------------------------
+# Socket frames --------------------------------------------------------------------------------
 
 EVENT_TYPES = (Opened, Heartbeat, Closed, SubscribeAck, SubscribeFailed, UnsubscribeAck, Change)
 channels = st.sampled_from([CHANNEL, "/other", ""]) | json_values
@@ -516,7 +516,7 @@ def _check_frames(texts: list[str], framing: Any) -> None:
 @FAST
 @given(texts=st.lists(frames(), min_size=1, max_size=8), framing=st.sampled_from(["raw", "sockjs"]))
 def test_socket_frames_give_events_or_are_skipped(texts: list[str], framing: Any) -> None:
-    """T20/T24: any frame sequence: typed events or counted skips, never an internal error."""
+    """Any frame sequence: typed events or counted skips, never an internal error."""
     FIGURES.add("fuzz.frames", len(texts))
     _check_frames(texts, framing)
 
@@ -525,14 +525,14 @@ def test_socket_frames_give_events_or_are_skipped(texts: list[str], framing: Any
 @LONG
 @given(texts=st.lists(frames(), min_size=1, max_size=8), framing=st.sampled_from(["raw", "sockjs"]))
 def test_socket_frames_give_events_or_are_skipped_long(texts: list[str], framing: Any) -> None:
-    """T20/T24 (long): 20,000 frame sequences (repeat with GIOSG_FUZZ_SECONDS for longer)."""
+    """Long run: 20,000 frame sequences (repeat with GIOSG_FUZZ_SECONDS for longer)."""
     FIGURES.add("fuzz.frames", len(texts))
     _check_frames(texts, framing)
 
 
 @pytest.mark.slow
 def test_fuzz_every_decoder_for_a_time_budget() -> None:
-    """T20 (long): rerun every property test with fresh seeds for GIOSG_FUZZ_SECONDS."""
+    """Long run: rerun every property test with fresh seeds for GIOSG_FUZZ_SECONDS."""
     import os
 
     budget = float(os.environ.get("GIOSG_FUZZ_SECONDS", "600"))
@@ -553,7 +553,7 @@ def test_fuzz_every_decoder_for_a_time_budget() -> None:
 
 
 def test_a_long_hostile_stream_keeps_protocol_memory_flat() -> None:
-    """T24: 20,000 random frames through one protocol: traced memory does not grow."""
+    """20,000 random frames through one protocol: traced memory does not grow."""
     rng = random.Random(24)
     protocol = RealtimeProtocol()
     protocol.send_subscribe([CHANNEL], "token")
@@ -612,7 +612,7 @@ def _random_frame(rng: random.Random) -> str:
     return json.dumps(["mystery", [seq], {"x": "y" * rng.randrange(100)}])
 
 
-# T24 over real sockets ------------------------------------------------------------------------
+# Hostile frames over real sockets -------------------------------------------------------------
 
 
 @pytest.fixture
@@ -637,7 +637,7 @@ def harness() -> Iterator[RouterHarness]:
 async def test_a_storm_of_random_frames_does_not_break_the_read_loop(
     harness: RouterHarness, secret_sentinel: Any
 ) -> None:
-    """T24: 2,000 random text frames: no drop, every one counted, live delivery continues."""
+    """2,000 random text frames: no drop, every one counted, live delivery continues."""
     rng = random.Random(2024)
     storm = [_random_frame(rng) for _ in range(2_000)]
     tokens = _Tokens(secret_sentinel)
@@ -665,7 +665,7 @@ async def test_a_storm_of_random_frames_does_not_break_the_read_loop(
 async def test_a_burst_to_a_stalled_consumer_stays_within_the_buffer(
     harness: RouterHarness, secret_sentinel: Any
 ) -> None:
-    """T24: 10,000 events to a consumer that reads nothing: buffer bounded, one Gap."""
+    """10,000 events to a consumer that reads nothing: buffer bounded, one Gap."""
     tokens = _Tokens(secret_sentinel)
     buffer = 500
     burst = 10_000

@@ -1,4 +1,4 @@
-"""T9, T10, T12, T13, T14: the real-time socket under kills, gaps, dead links, expiry, codes.
+"""The real-time socket under kills, gaps, dead links, expiry, codes.
 
 Over real sockets against ``FakeGiosg`` (the message router runs in its own thread), on
 asyncio and trio. Keepalive and backoff are shortened; real time is used only for that
@@ -70,8 +70,8 @@ def _fin_all(router: MessageRouter) -> int:
     return count
 
 
-#: How T9 kills sockets, in rotation: TCP reset, FIN without close frame, close frames
-#: 1001/1011/1012, and a black hole found by keepalive.
+#: How the zero-loss test kills sockets, in rotation: TCP reset, FIN without close frame,
+#: close frames 1001/1011/1012, and a black hole found by keepalive.
 KILLS: list[tuple[str, int]] = [
     ("reset", 1006),
     ("close", 1001),
@@ -107,7 +107,7 @@ def _count_loss(
     return lost, duplicates
 
 
-# T9 -----------------------------------------------------------------------------------------
+# Zero loss under socket kills ---------------------------------------------------------------
 
 
 async def _zero_loss(
@@ -171,7 +171,7 @@ async def _zero_loss(
             for chat in opened:
                 while chat.info.message_count != per_chat:
                     await chat.wait_changed()
-        sentinel.scan(visitor, *opened, where="T9")
+        sentinel.scan(visitor, *opened, where="socket kills")
         figures.add("faults.socket_kills", kills)
         figures.add("trials.chats", chats)
     problems = []
@@ -187,7 +187,7 @@ async def _zero_loss(
 async def test_every_message_once_and_in_order_under_socket_kills(
     figures: Figures, secret_sentinel: Sentinel
 ) -> None:
-    """T9: 3 chats x 40 operator messages over 5 s, sockets killed every 0.3-1 s, 6 ways."""
+    """3 chats x 40 operator messages over 5 s, sockets killed every 0.3-1 s, 6 ways."""
     await _zero_loss(chats=3, per_chat=40, seconds=5, figures=figures, sentinel=secret_sentinel)
 
 
@@ -195,11 +195,11 @@ async def test_every_message_once_and_in_order_under_socket_kills(
 async def test_every_message_once_and_in_order_under_socket_kills_long(
     figures: Figures, secret_sentinel: Sentinel
 ) -> None:
-    """T9 (long): 10 chats x 300 operator messages over 90 s, the same chaos."""
+    """Long run: 10 chats x 300 operator messages over 90 s, the same chaos."""
     await _zero_loss(chats=10, per_chat=300, seconds=90, figures=figures, sentinel=secret_sentinel)
 
 
-# T10 ----------------------------------------------------------------------------------------
+# Honest gaps --------------------------------------------------------------------------------
 
 
 async def _drain(events: ConnectionEvents, seconds: float) -> list[ConnectionEvent]:
@@ -213,7 +213,7 @@ async def _drain(events: ConnectionEvents, seconds: float) -> list[ConnectionEve
 async def test_a_consumer_that_falls_behind_gets_one_gap_and_loses_nothing(
     giosg: FakeGiosg, figures: Figures
 ) -> None:
-    """T10: 1,101 notifications into a 1,000-slot buffer: one Gap, then REST fills it in."""
+    """1,101 notifications into a 1,000-slot buffer: one Gap, then REST fills it in."""
     burst = 1100
     async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
         operator = await giosg.operator_online(ROOM_ID)
@@ -253,7 +253,7 @@ async def _read_until_error(stream: MessageStream) -> None:
 async def test_a_gap_that_rest_cannot_fill_is_reported_then_filled(
     giosg: FakeGiosg, figures: Figures
 ) -> None:
-    """T10: socket down and history failing: the stream raises, then recovers everything."""
+    """Socket down and history failing: the stream raises, then recovers everything."""
     async with Visitor(
         ORG_ID, base_url=giosg.base_url, reconnect=FAST_RECONNECT, retry=FAST_RETRY
     ) as visitor:
@@ -285,13 +285,13 @@ async def test_a_gap_that_rest_cannot_fill_is_reported_then_filled(
     assert (lost, duplicates) == ([], 0)
 
 
-# T12 ----------------------------------------------------------------------------------------
+# A dead link --------------------------------------------------------------------------------
 
 
 async def test_a_dead_link_is_found_within_ping_interval_plus_timeout(
     giosg: FakeGiosg, figures: Figures
 ) -> None:
-    """T12: an idle but answering link stays up; a black hole is found within 2 s."""
+    """An idle but answering link stays up; a black hole is found within 2 s."""
     async with Visitor(
         ORG_ID,
         base_url=giosg.base_url,
@@ -313,13 +313,13 @@ async def test_a_dead_link_is_found_within_ping_interval_plus_timeout(
     assert detected <= PING + PING + 1.0
 
 
-# T13 ----------------------------------------------------------------------------------------
+# Token expiry while connected ---------------------------------------------------------------
 
 
 async def test_short_tokens_while_connected_lose_nothing_and_never_expire_on_the_socket(
     figures: Figures,
 ) -> None:
-    """T13: 3 s tokens, strict router, 80 messages over 6 s: no expiry close, no loss."""
+    """3 s tokens, strict router, 80 messages over 6 s: no expiry close, no loss."""
     texts = [f"t{i:04d}" for i in range(80)]
     async with (
         FakeGiosg(token_lifetime=3, strict_socket_expiry=True, rooms=[ROOM_ID]) as giosg,
@@ -352,7 +352,7 @@ async def test_short_tokens_while_connected_lose_nothing_and_never_expire_on_the
 
 
 async def test_an_auth_close_renews_once_and_reconnects_once(giosg: FakeGiosg) -> None:
-    """T13: close code 4401 on the socket: exactly one renewal and one new socket."""
+    """Close code 4401 on the socket: exactly one renewal and one new socket."""
     async with Visitor(
         ORG_ID,
         base_url=giosg.base_url,
@@ -379,7 +379,7 @@ async def test_an_auth_close_renews_once_and_reconnects_once(giosg: FakeGiosg) -
 
 
 async def test_a_second_auth_rejection_fails_the_socket(giosg: FakeGiosg) -> None:
-    """T13: 4401, one renewal, then a refused handshake (401): the connection fails."""
+    """4401, one renewal, then a refused handshake (401): the connection fails."""
     async with Visitor(
         ORG_ID,
         base_url=giosg.base_url,
@@ -402,7 +402,7 @@ async def test_a_second_auth_rejection_fails_the_socket(giosg: FakeGiosg) -> Non
     assert len(giosg.auth_requests) == auths + 1
 
 
-# T14 ----------------------------------------------------------------------------------------
+# Close codes and refused handshakes ---------------------------------------------------------
 
 
 class _Tokens:
@@ -462,7 +462,7 @@ async def _subscribed(conn: RealtimeConnection) -> Subscription:
 async def test_close_codes_map_to_reconnect_or_renew_then_reconnect(
     router: RouterHarness, secret_sentinel: Sentinel, figures: Figures
 ) -> None:
-    """T14: every close code (and a TCP reset) reconnects; auth codes renew first."""
+    """Every close code (and a TCP reset) reconnects; auth codes renew first."""
     tokens = _Tokens(secret_sentinel)
     table: list[tuple[str, int]] = [("reset", 1006)]
     table += [("close", code) for code in RECONNECT_CODES + PROTOCOL_CODES + AUTH_CODES]
@@ -487,7 +487,7 @@ async def test_close_codes_map_to_reconnect_or_renew_then_reconnect(
 async def test_repeated_protocol_closes_fail_the_connection(
     router: RouterHarness, secret_sentinel: Sentinel, code: int
 ) -> None:
-    """T14: three protocol-error closes in a row fail the connection with that code."""
+    """Three protocol-error closes in a row fail the connection with that code."""
     tokens = _Tokens(secret_sentinel)
     async with _connection(router, tokens, reconnect=FAST_RECONNECT) as conn:
         async with conn.events() as events:
@@ -515,7 +515,7 @@ RETRYABLE_HANDSHAKES: list[tuple[int, float | None]] = [
 async def test_refused_handshakes_are_retried_and_honour_retry_after(
     router: RouterHarness, secret_sentinel: Sentinel
 ) -> None:
-    """T14: 401/403 renew then retry; 408/429/5xx retry, 429 and 503 after Retry-After."""
+    """401/403 renew then retry; 408/429/5xx retry, 429 and 503 after Retry-After."""
     tokens = _Tokens(secret_sentinel)
     seen: dict[int, tuple[float | None, int]] = {}
     async with _connection(router, tokens) as conn, conn.events() as events:
@@ -543,7 +543,7 @@ async def test_refused_handshakes_are_retried_and_honour_retry_after(
 async def test_other_refused_handshakes_fail_at_once(
     router: RouterHarness, secret_sentinel: Sentinel, status: int
 ) -> None:
-    """T14: a 4xx other than 401/403/408/425/429 fails without retrying."""
+    """A 4xx other than 401/403/408/425/429 fails without retrying."""
     tokens = _Tokens(secret_sentinel)
     router.call(router.router.refuse_handshakes, status)
     async with _connection(router, tokens) as conn:

@@ -1,4 +1,4 @@
-"""T11: the reconnect schedule and herd control after a server outage.
+"""The reconnect schedule and herd control after a server outage.
 
 Two levels: the pure :class:`ReconnectTracker` for 1,000 clients and several outage
 lengths (milliseconds), and the real connection loop of many ``RealtimeConnection`` objects
@@ -70,7 +70,7 @@ def simulate(clients: int, outage: float, seed: int) -> list[float]:
 
 @pytest.mark.parametrize("outage", [30.0, 60.0, 150.0, 600.0], ids=lambda s: f"{s:g}s")
 def test_a_thousand_clients_come_back_spread_out(outage: float, figures: Figures) -> None:
-    """T11: after an outage no 1 s window holds >10 % of 1,000 reconnects; all back in time."""
+    """After an outage no 1 s window holds >10 % of 1,000 reconnects; all back in time."""
     clients = 1000
     recovered = simulate(clients, outage, seed=int(outage))
     figures.add("trials.herd_clients", clients)
@@ -80,7 +80,7 @@ def test_a_thousand_clients_come_back_spread_out(outage: float, figures: Figures
 
 
 def test_the_attempt_counter_resets_after_a_stable_minute() -> None:
-    """T11: a connection that stayed up 60 s starts again from a first delay within 1 s."""
+    """A connection that stayed up 60 s starts again from a first delay within 1 s."""
     rng = random.Random(5)
     for _ in range(200):
         tracker = ReconnectTracker(policy=POLICY)
@@ -182,7 +182,7 @@ async def _herd(clients: int, outage: float, figures: Figures) -> None:
 
 
 async def test_many_connections_reconnect_spread_out_after_an_outage(figures: Figures) -> None:
-    """T11: 200 connections lose their sockets together; after 45 s they return spread out."""
+    """200 connections lose their sockets together; after 45 s they return spread out."""
     await _herd(clients=200, outage=45.0, figures=figures)
 
 
@@ -191,5 +191,5 @@ async def test_many_connections_reconnect_spread_out_after_an_outage(figures: Fi
 async def test_many_connections_reconnect_spread_out_after_an_outage_long(
     outage: float, figures: Figures
 ) -> None:
-    """T11 (long): 1,000 connections, outages of 30 s and 150 s (suspended)."""
+    """Long run: 1,000 connections, outages of 30 s and 150 s (suspended)."""
     await _herd(clients=1000, outage=outage, figures=figures)

@@ -1,4 +1,4 @@
-"""T22: Retry-After in both forms, bounded jittered retries, and a retry budget.
+"""Retry-After in both forms, bounded jittered retries, and a retry budget.
 
 Virtual time, the fake app in-process. Already covered elsewhere (README.md): the
 Retry-After parser (both forms, negative, garbage), seconds-form end to end on the API and
@@ -41,7 +41,7 @@ def _gaps(world: World, path_part: str) -> list[float]:
 
 
 async def test_an_http_date_retry_after_on_the_api_is_honoured(figures: Figures) -> None:
-    """T22: a 429 whose Retry-After is an HTTP-date 20 s ahead: retried 20 s later (+-10 %)."""
+    """A 429 whose Retry-After is an HTTP-date 20 s ahead: retried 20 s later (+-10 %)."""
     async with virtual_fake() as world, world.visitor() as visitor:
         date, expected = http_date(world, 20)
         world.giosg.inject(endpoint="api", status=429, retry_after=date, path_contains="/chats")
@@ -54,7 +54,7 @@ async def test_an_http_date_retry_after_on_the_api_is_honoured(figures: Figures)
 
 
 async def test_an_http_date_retry_after_on_auth_is_honoured() -> None:
-    """T22: the auth endpoint's 429 with an HTTP-date delays the start by that long."""
+    """The auth endpoint's 429 with an HTTP-date delays the start by that long."""
     async with virtual_fake() as world:
         date, expected = http_date(world, 12)
         world.giosg.inject(endpoint="auth", status=429, retry_after=date)
@@ -66,7 +66,7 @@ async def test_an_http_date_retry_after_on_auth_is_honoured() -> None:
 
 @pytest.mark.parametrize("endpoint", ["api", "auth"])
 async def test_a_retry_after_on_a_503_is_honoured(endpoint: str) -> None:
-    """T22: RFC 9110 lets 503 carry Retry-After too; the retry waits for it."""
+    """RFC 9110 lets 503 carry Retry-After too; the retry waits for it."""
     async with virtual_fake() as world:
         if endpoint == "auth":
             world.giosg.inject(endpoint="auth", status=503, retry_after="7")
@@ -87,7 +87,7 @@ async def test_a_retry_after_on_a_503_is_honoured(endpoint: str) -> None:
 
 @pytest.mark.parametrize("value", ["-5", "soon", "", "Wed, 31 Feb 2024 25:61:61 GMT"])
 async def test_negative_or_garbage_retry_after_falls_back_to_the_backoff(value: str) -> None:
-    """T22: a negative or unreadable Retry-After: the normal first backoff (at most 0.5 s)."""
+    """A negative or unreadable Retry-After: the normal first backoff (at most 0.5 s)."""
     async with virtual_fake() as world, world.visitor() as visitor:
         world.giosg.inject(endpoint="api", status=429, retry_after=value, path_contains="/chats")
         async with world.clock.autojump():
@@ -97,7 +97,7 @@ async def test_negative_or_garbage_retry_after_falls_back_to_the_backoff(value: 
 
 
 async def test_a_retry_after_beyond_the_call_deadline_raises_at_once() -> None:
-    """T22: Retry-After 45 s (patience 60 s, deadline 30 s): RateLimitError without waiting."""
+    """Retry-After 45 s (patience 60 s, deadline 30 s): RateLimitError without waiting."""
     async with virtual_fake() as world, world.visitor() as visitor:
         world.giosg.inject(endpoint="api", status=429, retry_after="45", path_contains="/chats")
         started = world.clock.monotonic()
@@ -113,7 +113,7 @@ async def test_a_retry_after_beyond_the_call_deadline_raises_at_once() -> None:
 async def test_idempotent_retries_are_bounded_jittered_and_within_the_deadline(
     figures: Figures,
 ) -> None:
-    """T22: 40 visitors against a dead endpoint: <= 3 retries each, full-jitter gaps under
+    """40 visitors against a dead endpoint: <= 3 retries each, full-jitter gaps under
     min(8 s, 0.5 s x 2^n), done within 30 s, and the gaps differ between visitors."""
     first_gaps = []
     for seed in range(40):
@@ -138,7 +138,7 @@ async def test_idempotent_retries_are_bounded_jittered_and_within_the_deadline(
 
 
 async def test_a_dead_server_gets_a_bounded_share_of_retries() -> None:
-    """T22: 100 calls against a server failing 100 %: retries <= 20 + 10 % of requests."""
+    """100 calls against a server failing 100 %: retries <= 20 + 10 % of requests."""
     calls = 100
     async with virtual_fake() as world, world.visitor() as visitor:
         world.giosg.inject(endpoint="api", status=503, times=100_000, path_contains="/chats")

@@ -1,4 +1,4 @@
-"""T15: no secret in any log line (every logger at DEBUG), repr, exception or warning.
+"""No secret in any log line (every logger at DEBUG), repr, exception or warning.
 
 The sentinel (``canary.py``) runs around every test of this suite; the tests here drive
 the paths most likely to leak and hand the SDK's objects to it, plus the unit check of
@@ -95,7 +95,7 @@ def _holders(canary: Callable[[str], str]) -> list[tuple[str, object]]:
 
 
 def test_every_public_type_holding_a_secret_hides_it(secret_sentinel: Sentinel) -> None:
-    """T15: repr, str, format, f-strings and pickle of each secret holder reveal nothing."""
+    """Repr, str, format, f-strings and pickle of each secret holder reveal nothing."""
     texts: list[tuple[str, str]] = []
     for name, holder in _holders(secret_sentinel.canary):
         texts += [(name, repr(holder)), (name, str(holder)), (name, f"{holder!r:>40}")]
@@ -110,7 +110,7 @@ def test_every_public_type_holding_a_secret_hides_it(secret_sentinel: Sentinel) 
 
 
 def test_the_realtime_protocol_does_not_pickle_queued_tokens(secret_sentinel: Sentinel) -> None:
-    """T15: a protocol with a queued ``sub`` refuses pickling (the frame holds the token)."""
+    """A protocol with a queued ``sub`` refuses pickling (the frame holds the token)."""
     token = secret_sentinel.canary("socket-token")
     protocol = RealtimeProtocol()
     protocol.send_subscribe(["/api/v5/public/visitors/x/chats"], token)
@@ -123,7 +123,7 @@ def test_the_realtime_protocol_does_not_pickle_queued_tokens(secret_sentinel: Se
 
 
 async def test_a_whole_life_at_debug_leaks_nothing(secret_sentinel: Sentinel) -> None:
-    """T15: auth, renewals, a socket with re-authorisation and drops, chats, 401s, bad
+    """Auth, renewals, a socket with re-authorisation and drops, chats, 401s, bad
     bodies and a revoked secret, with every logger at DEBUG: no secret anywhere."""
     store = MemoryStore()
     async with FakeGiosg(token_lifetime=2) as giosg:
@@ -179,7 +179,7 @@ async def test_a_whole_life_at_debug_leaks_nothing(secret_sentinel: Sentinel) ->
 async def test_a_secret_echoed_in_an_error_body_stays_out_of_the_exception(
     secret_sentinel: Sentinel,
 ) -> None:
-    """T15: DRF echoes rejected values; the typed error must not carry them."""
+    """DRF echoes rejected values; the typed error must not carry them."""
     async with virtual_fake() as world:
         store = MemoryStore()
         async with world.visitor(store=store) as visitor:
@@ -206,7 +206,7 @@ async def test_a_secret_echoed_in_an_error_body_stays_out_of_the_exception(
 async def test_a_token_echoed_in_a_close_reason_stays_out_of_the_error(
     secret_sentinel: Sentinel,
 ) -> None:
-    """T15: a server that echoes the token in its close reason: the raised error hides it."""
+    """A server that echoes the token in its close reason: the raised error hides it."""
     with RouterHarness(MessageRouter()) as harness:
         tokens = _Tokens(secret_sentinel)
         conn = _connection(harness, tokens, reconnect=ReconnectPolicy(first_delay=0.05))
@@ -223,7 +223,7 @@ async def test_a_token_echoed_in_a_close_reason_stays_out_of_the_error(
 
 
 async def test_static_and_oauth_credentials_stay_out_of_logs(secret_sentinel: Sentinel) -> None:
-    """T15: TokenAuth and BearerAuth rejected with 401, at DEBUG: no token anywhere."""
+    """TokenAuth and BearerAuth rejected with 401, at DEBUG: no token anywhere."""
     token = secret_sentinel.canary("api-token")
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -237,7 +237,7 @@ async def test_static_and_oauth_credentials_stay_out_of_logs(secret_sentinel: Se
 
 
 def test_redacting_a_debug_line_stays_cheap_with_many_live_secrets() -> None:
-    """T15/T26: with 1,000 visitors' secrets alive, a DEBUG socket line costs < 0.1 ms."""
+    """With 1,000 visitors' secrets alive, a DEBUG socket line costs < 0.1 ms."""
     alive = [Secret(f"live-secret-{i:032d}") for i in range(1000)]
     logger = logging.getLogger("giosg_visitor.websockets")
     started = time.perf_counter()

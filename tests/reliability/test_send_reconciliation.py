@@ -1,4 +1,4 @@
-"""T23: no duplicate chat messages when a send's response is lost.
+"""No duplicate chat messages when a send's response is lost.
 
 ``Chat.send`` never resends blindly: when the outcome is unknown it reads the chat back.
 In-process (virtual time) with a fault layer that lets the server process the POST and
@@ -91,20 +91,20 @@ async def _sends(texts: list[str], seed: int, figures: Figures) -> None:
 
 
 async def test_lost_responses_never_duplicate_a_message(figures: Figures) -> None:
-    """T23: 200 sends, 30 % processed-then-lost, 10 % lost before: one copy per send."""
+    """200 sends, 30 % processed-then-lost, 10 % lost before: one copy per send."""
     await _sends([f"message {i:04d}" for i in range(200)], seed=23, figures=figures)
 
 
 @pytest.mark.slow
 async def test_lost_responses_never_duplicate_a_message_long(figures: Figures) -> None:
-    """T23 (long): 10,000 sends with the same fault odds."""
+    """Long run: 10,000 sends with the same fault odds."""
     await _sends([f"message {i:05d}" for i in range(10_000)], seed=10_000, figures=figures)
 
 
 async def test_lost_responses_of_repeated_texts_never_claim_an_old_message(
     figures: Figures,
 ) -> None:
-    """T23: a bot saying "ok" again: a send that never reached the server must not return
+    """A bot saying "ok" again: a send that never reached the server must not return
     the previous "ok" as if it had been delivered."""
     rng = random.Random(7)
     texts = [rng.choice(["ok", "yes", "thanks"]) for _ in range(60)]
@@ -112,7 +112,7 @@ async def test_lost_responses_of_repeated_texts_never_claim_an_old_message(
 
 
 async def test_an_older_message_of_the_same_text_is_not_taken_for_a_lost_send() -> None:
-    """T23: a new process (no claims) whose "ok" never reached the server: the "ok" sent
+    """A new process (no claims) whose "ok" never reached the server: the "ok" sent
     three minutes earlier is not returned as if it were this send's."""
     lose = {"posts": False}
 
@@ -141,7 +141,7 @@ async def test_an_older_message_of_the_same_text_is_not_taken_for_a_lost_send() 
 
 @pytest.mark.parametrize("posted", [True, False], ids=["processed", "not-processed"])
 async def test_an_unreadable_chat_makes_the_outcome_unknown_not_a_failure(posted: bool) -> None:
-    """T23: the send's response is lost and every read-back fails: DeliveryUnknownError
+    """The send's response is lost and every read-back fails: DeliveryUnknownError
     (not "not delivered"), whether or not the server stored the message; never a resend."""
     broken = {"now": False}
 
@@ -170,7 +170,7 @@ async def test_an_unreadable_chat_makes_the_outcome_unknown_not_a_failure(posted
 
 
 async def test_lost_responses_over_real_sockets(giosg: FakeGiosg, figures: Figures) -> None:
-    """T23: 20 sends over real sockets, 6 of them reset after processing, 2 before."""
+    """20 sends over real sockets, 6 of them reset after processing, 2 before."""
     rng = random.Random(20)
     plan = ["after"] * 6 + ["before"] * 2 + ["none"] * 12
     rng.shuffle(plan)

@@ -1,6 +1,6 @@
-"""T16, T17: a crash-safe file store, and several processes on one store losing nothing.
+"""A crash-safe file store, and several processes on one store losing nothing.
 
-T16 in-process: randomised trials inject failures of ``write`` (also after a short
+In-process: randomised trials inject failures of ``write`` (also after a short
 write), ``fsync`` (of the temporary file or of the folder) and ``os.replace`` into
 ``FileStore.save`` of records of random size; every read afterwards must give the
 previous or the new complete record. The SIGKILL trials are the conformance suite's
@@ -148,7 +148,7 @@ async def _failure_trials(
 async def test_injected_write_fsync_and_replace_failures_keep_a_complete_record(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures
 ) -> None:
-    """T16: 500 saves with random failures: always the previous or new record, no temp."""
+    """500 saves with random failures: always the previous or new record, no temp."""
     await _failure_trials(tmp_path, monkeypatch, 500, figures)
 
 
@@ -156,7 +156,7 @@ async def test_injected_write_fsync_and_replace_failures_keep_a_complete_record(
 async def test_injected_write_fsync_and_replace_failures_keep_a_complete_record_long(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, figures: Figures
 ) -> None:
-    """T16 (long): 10,000 randomised failure trials."""
+    """Long run: 10,000 randomised failure trials."""
     await _failure_trials(tmp_path, monkeypatch, 10_000, figures)
 
 
@@ -165,7 +165,7 @@ async def test_injected_write_fsync_and_replace_failures_keep_a_complete_record_
 def test_ten_thousand_sigkills_during_saves(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, figures: Figures
 ) -> None:
-    """T16 (long): the conformance suite's SIGKILL trial, 10,000 times per store."""
+    """Long run: the conformance suite's SIGKILL trial, 10,000 times per store."""
     trials = int(os.environ.get("GIOSG_CRASH_TRIALS", "10000"))
     monkeypatch.setenv("GIOSG_CRASH_TRIALS", str(trials))
     _sigkill_trials(tmp_path, kind)
@@ -173,7 +173,7 @@ def test_ten_thousand_sigkills_during_saves(
     figures.add("faults.sigkill", trials)
 
 
-# T17 ----------------------------------------------------------------------------------------
+# Several processes on one store -------------------------------------------------------------
 
 
 async def _read_line(stream: BufferedByteReceiveStream) -> str:
@@ -232,7 +232,7 @@ async def _two_writers(tmp_path: Path, kind: str, count: int, figures: Figures) 
 async def test_two_processes_updating_one_record_lose_nothing(
     tmp_path: Path, kind: str, figures: Figures
 ) -> None:
-    """T17: two processes, 2 x 500 locked read-modify-writes of one record: none lost."""
+    """Two processes, 2 x 500 locked read-modify-writes of one record: none lost."""
     await _two_writers(tmp_path, kind, 500, figures)
 
 
@@ -241,5 +241,5 @@ async def test_two_processes_updating_one_record_lose_nothing(
 async def test_two_processes_updating_one_record_lose_nothing_long(
     tmp_path: Path, kind: str, figures: Figures
 ) -> None:
-    """T17 (long): 2 x 5,000 locked updates of one record."""
+    """Long run: 2 x 5,000 locked updates of one record."""
     await _two_writers(tmp_path, kind, 5000, figures)

@@ -1,4 +1,4 @@
-"""T1-T5: the token lifecycle on virtual time (the fake app in-process, FakeClock).
+"""The token lifecycle on virtual time (the fake app in-process, FakeClock).
 
 Already covered elsewhere (see README.md): 1,000 callers in the hard window share one
 renewal (``tests/test_visitor_virtual.py``), the always-401 server is bounded, a revoked
@@ -53,7 +53,7 @@ async def _calls(world: World, visitor: Visitor, count: int) -> list[tuple[int, 
 
 
 class TestSingleFlight:
-    """T1: one renewal per state transition, however many callers need it."""
+    """One renewal per state transition, however many callers need it."""
 
     async def test_soft_window_callers_use_the_old_token_during_the_one_renewal(
         self, figures: Figures
@@ -112,7 +112,7 @@ class TestSingleFlight:
         assert world.giosg.expired_token_requests == []
 
 
-# T2 -----------------------------------------------------------------------------------------
+# Proactive refresh --------------------------------------------------------------------------
 
 LIFETIMES = [
     pytest.param(1, id="1s"),
@@ -154,7 +154,7 @@ async def _ten_lifetimes(
 async def test_proactive_refresh_never_sends_an_expired_token(
     lifetime: int, draw: float, figures: Figures
 ) -> None:
-    """T2: ten lifetimes, auth latency lifetime/4 (max 20 s): zero expired-token requests."""
+    """Ten lifetimes, auth latency lifetime/4 (max 20 s): zero expired-token requests."""
     latency = min(20.0, lifetime / 4)
     statuses, giosg = await _ten_lifetimes(
         lifetime, draw=draw, latency=latency, interval=lifetime / 20
@@ -203,7 +203,7 @@ _PROPERTY = {
 async def test_proactive_refresh_property(
     lifetime: int, latency_fraction: float, interval: float, draw: float, figures: Figures
 ) -> None:
-    """T2 (property): any lifetime, latency, traffic and jitter: no expired-token request."""
+    """Property: any lifetime, latency, traffic and jitter: no expired-token request."""
     figures.add("trials.token_lifetimes", 10)
     await _property_body(lifetime, latency_fraction, interval, draw)
 
@@ -219,16 +219,16 @@ async def test_proactive_refresh_property(
 async def test_proactive_refresh_property_long(
     lifetime: int, latency_fraction: float, interval: float, draw: float, figures: Figures
 ) -> None:
-    """T2 (property, long): 300 examples of ten lifetimes each."""
+    """Property, long run: 300 examples of ten lifetimes each."""
     figures.add("trials.token_lifetimes", 10)
     await _property_body(lifetime, latency_fraction, interval, draw)
 
 
-# T3 -----------------------------------------------------------------------------------------
+# A 401 for a superseded token ---------------------------------------------------------------
 
 
 async def test_a_401_for_a_superseded_token_does_not_renew_again() -> None:
-    """T3: a 401 that answers an older token retries with the current one, no renewal."""
+    """A 401 that answers an older token retries with the current one, no renewal."""
     async with virtual_fake() as world, world.visitor() as visitor:
         await world.clock.advance(10)  # past the minimum spacing between renewals
         world.giosg.inject(endpoint="api", status=401, latency=5.0)
@@ -248,7 +248,7 @@ async def test_a_401_for_a_superseded_token_does_not_renew_again() -> None:
     assert len(world.giosg.auth_requests) == 2  # start + the explicit renewal only
 
 
-# T4 -----------------------------------------------------------------------------------------
+# A flaky auth endpoint ----------------------------------------------------------------------
 
 FLAKY_AUTH = FaultOdds(
     status_503=0.10,
@@ -318,17 +318,17 @@ async def _flaky_renewals(visitors: int, hours: float, figures: Figures) -> None
 
 
 async def test_renewal_under_a_flaky_auth_endpoint(figures: Figures) -> None:
-    """T4: 50 visitors, 1 h, auth failing 18 % (503, 429, resets): no visible failure."""
+    """50 visitors, 1 h, auth failing 18 % (503, 429, resets): no visible failure."""
     await _flaky_renewals(visitors=50, hours=1.0, figures=figures)
 
 
 @pytest.mark.slow
 async def test_renewal_under_a_flaky_auth_endpoint_long(figures: Figures) -> None:
-    """T4 (long): 500 visitors, 3 h virtual, the same fault plan."""
+    """Long run: 500 visitors, 3 h virtual, the same fault plan."""
     await _flaky_renewals(visitors=500, hours=3.0, figures=figures)
 
 
-# T5 -----------------------------------------------------------------------------------------
+# Terminal errors ----------------------------------------------------------------------------
 
 TERMINAL = [
     pytest.param(400, {"error": "invalid_grant"}, id="400-invalid_grant"),
@@ -346,7 +346,7 @@ TERMINAL = [
 async def test_terminal_renewal_error_stops_every_call(
     status: int | None, body: Any, figures: Figures
 ) -> None:
-    """T5: a terminal auth answer at renewal: one auth request, FAILED, then no I/O at all."""
+    """A terminal auth answer at renewal: one auth request, FAILED, then no I/O at all."""
     async with virtual_fake(lifetime=300) as world, world.visitor(rng=lambda: 0.5) as visitor:
         if status is None:
             await world.giosg.revoke_visitor(visitor.visitor_id)
@@ -387,7 +387,7 @@ async def test_terminal_renewal_error_stops_every_call(
 async def test_terminal_error_on_the_first_auth_is_typed_and_not_retried(
     status: int, expected: type[GiosgError]
 ) -> None:
-    """T5: a new visitor refused with a 4xx raises the typed error after one request."""
+    """A new visitor refused with a 4xx raises the typed error after one request."""
     async with virtual_fake() as world:
         world.giosg.inject(endpoint="auth", status=status, times=100)
         with pytest.raises(expected) as info:

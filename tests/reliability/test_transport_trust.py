@@ -1,4 +1,4 @@
-"""T18, T19: credentials travel over verified TLS only, and only to the origin they belong to.
+"""Credentials travel over verified TLS only, and only to the origin they belong to.
 
 Real local servers: a TLS listener with a self-signed certificate (it must be refused by
 default), redirecting servers and an "attacker" that counts every connection it gets (it
@@ -58,7 +58,7 @@ def certificate(tmp_path: Path) -> tuple[Path, Path]:
 async def test_a_self_signed_https_server_is_refused(
     certificate: tuple[Path, Path], figures: Figures
 ) -> None:
-    """T18: certificate checks are on by default: auth never reaches a self-signed server."""
+    """Certificate checks are on by default: auth never reaches a self-signed server."""
     cert, key = certificate
     with TLSServer(cert, key) as server:
         with pytest.raises(TransportError) as info:
@@ -94,7 +94,7 @@ async def test_a_self_signed_https_server_is_refused(
 async def test_a_self_signed_wss_server_is_refused(
     certificate: tuple[Path, Path], secret_sentinel: Sentinel
 ) -> None:
-    """T18: the socket does not open to a self-signed wss server; no token is fetched."""
+    """The socket does not open to a self-signed wss server; no token is fetched."""
     cert, key = certificate
     tokens: list[str] = []
 
@@ -133,7 +133,7 @@ NOT_LOOPBACK_HTTP = [
 
 @pytest.mark.parametrize("make", NOT_LOOPBACK_HTTP)
 def test_plain_http_to_another_host_is_refused_at_construction(make: Any) -> None:
-    """T18: credential-bearing objects refuse http:// (loopback excepted) before any I/O."""
+    """Credential-bearing objects refuse http:// (loopback excepted) before any I/O."""
     with pytest.raises(UntrustedEndpointError):
         make()
 
@@ -146,7 +146,7 @@ def test_plain_http_to_another_host_is_refused_at_construction(make: Any) -> Non
     ],
 )
 async def test_static_credentials_refuse_plain_http_before_sending(auth: Any) -> None:
-    """T18: TokenAuth/BearerAuth raise on an http:// request; the transport sees nothing."""
+    """TokenAuth/BearerAuth raise on an http:// request; the transport sees nothing."""
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -164,7 +164,7 @@ async def test_static_credentials_refuse_plain_http_before_sending(auth: Any) ->
     ["http://messagerouter.giosg.com/003/2/router", "ws://messagerouter.giosg.com/router"],
 )
 async def test_plain_ws_to_another_host_is_refused_before_connecting(socket_url: str) -> None:
-    """T18: a non-loopback ``socket_url`` without TLS fails the connection before I/O."""
+    """A non-loopback ``socket_url`` without TLS fails the connection before I/O."""
 
     async def token() -> Secret:
         raise AssertionError("no token may be fetched for an untrusted socket")
@@ -174,14 +174,14 @@ async def test_plain_ws_to_another_host_is_refused_before_connecting(socket_url:
             await conn.wait_connected()
 
 
-# T19 ----------------------------------------------------------------------------------------
+# Origin binding -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_auth_redirects_to_another_origin_are_not_followed(
     status: int, figures: Figures
 ) -> None:
-    """T19: the auth endpoint redirecting elsewhere: a typed error, the target never hit."""
+    """The auth endpoint redirecting elsewhere: a typed error, the target never hit."""
     with RawServer() as attacker:
         location = f"http://{attacker.origin}/api/v5/public/orgs/{ORG_ID}/auth"
         with RawServer(redirect_response(location, status)) as redirector:
@@ -197,7 +197,7 @@ async def test_auth_redirects_to_another_origin_are_not_followed(
 
 
 async def test_api_redirects_and_foreign_next_links_never_carry_the_token() -> None:
-    """T19: 3xx answers and ``next`` links to other origins: no request leaves the origin."""
+    """3xx answers and ``next`` links to other origins: no request leaves the origin."""
     attacker = "https://attacker.example"
     requests: list[httpx.Request] = []
 
@@ -243,7 +243,7 @@ class _Redirecting(httpx.AsyncBaseTransport):
 async def test_a_socket_handshake_redirect_to_another_origin_is_not_followed(
     secret_sentinel: Sentinel,
 ) -> None:
-    """T19: the WebSocket handshake answered with a redirect: refused, target never hit."""
+    """The WebSocket handshake answered with a redirect: refused, target never hit."""
     tokens: list[str] = []
 
     async def token() -> Secret:
