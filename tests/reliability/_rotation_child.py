@@ -113,7 +113,9 @@ async def _work(command: dict[str, Any]) -> None:
 
 def _zygote() -> None:
     _instrument()
-    # Paid once here, not in every forked worker: the trio import and the CA bundle.
+    # Paid once here, not in every forked worker: the trio and redis-py imports (RedisStore
+    # imports redis-py when it is created: 0.1 s per worker) and the CA bundle.
+    import redis.asyncio  # noqa: F401
     import trio  # noqa: F401
 
     visitor_module._shared_ssl_context()

@@ -48,8 +48,10 @@ import os
 import random
 import signal
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, cast
 
@@ -211,6 +213,75 @@ def _analyse(events: list[tuple[str, float]], trials: _Trials) -> str:
     return last
 
 
+@attrs.define
+class _Zygote:
+    """``_rotation_child``'s zygote, shared by the module's trial runs (it starts in ~1 s).
+
+    Lines are read in a worker thread so that one process can serve tests on both
+    backends. A run that did not read all its workers' lines (it failed) leaves it
+    ``clean = False``, and the next run gets a new zygote.
+    """
+
+    process: subprocess.Popen[bytes]
+    clean: bool = True
+
+    @classmethod
+    def start(cls) -> _Zygote:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.reliability._rotation_child"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        return cls(process)
+
+    def send(self, command: dict[str, Any]) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((json.dumps(command) + "\n").encode())
+        self.process.stdin.flush()
+
+    async def line(self) -> str:
+        assert self.process.stdout is not None
+        with anyio.fail_after(60):
+            text = await anyio.to_thread.run_sync(
+                self.process.stdout.readline, abandon_on_cancel=True
+            )
+        if not text:
+            raise AssertionError("the rotation zygote exited")
+        return text.decode().rstrip("\n")
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # the zygote's loop ends with its stdin
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def zygotes() -> Iterator[Callable[[], _Zygote]]:
+    """A function returning the module's zygote (a new one after a failed run)."""
+    current: list[_Zygote] = []
+
+    def get() -> _Zygote:
+        if current and (not current[0].clean or current[0].process.poll() is not None):
+            current.pop().close()
+        if not current:
+            current.append(_Zygote.start())
+        return current[0]
+
+    yield get
+    for zygote in current:
+        zygote.close()
+
+
 async def _kill_trials(
     kind: str,
     mode: str,
@@ -220,6 +291,7 @@ async def _kill_trials(
     request: pytest.FixtureRequest,
 ) -> _Trials:
     rng = random.Random(f"{kind}-{mode}-{backend}")
+    zygote: _Zygote = request.getfixturevalue("zygotes")()
     base: dict[str, Any] = {"kind": kind, "backend": backend}
     if kind == "file":
         base["path"] = str(tmp_path / f"{mode}.json")
@@ -229,25 +301,12 @@ async def _kill_trials(
         base["url"] = request.getfixturevalue("redis_url")
         base["prefix"] = f"rotation-{mode}-{backend}-{time.monotonic_ns()}:"
         base["lease_seconds"] = REDIS_TRIAL_LEASE
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     trials = _Trials()
     rotation = cast(RotationMode, mode)
+    zygote.clean = False  # until this run has read every line of its workers
     async with FakeGiosg(rooms=[ROOM_ID], rotate_secrets=rotation, rotation_grace=GRACE) as giosg:
         base["base_url"] = giosg.base_url
-        process = await anyio.open_process(
-            [sys.executable, "-m", "tests.reliability._rotation_child"],
-            cwd=ROOT,
-            env=env,
-            stderr=None,
-        )
-        assert process.stdin is not None
-        assert process.stdout is not None
-        reader = BufferedByteReceiveStream(process.stdout)
-
-        async def line() -> str:
-            with anyio.fail_after(60):
-                return (await reader.receive_until(b"\n", 1 << 16)).decode()
+        line = zygote.line
 
         def answered() -> int:
             return sum(1 for r in giosg.state.auth_requests if r.status == 200)
@@ -257,92 +316,85 @@ async def _kill_trials(
         previous = "none"  # where the previous kill fell
         seen = 0  # auth answers the workers received
         unseen_at_kill = 0
-        try:
-            for trial in range(3 * count + 1):  # the last start only checks the last kill
-                command = {**base, "key": f"visitor-{key}"}
-                asked = time.monotonic()
-                await process.stdin.send((json.dumps(command) + "\n").encode())
-                events: list[tuple[str, float]] = []
-                while True:
-                    text = await line()
-                    name, _, rest = text.partition(" ")
-                    if name in ("sent", "recv", "saved", "next"):
-                        events.append((name, float(rest)))
-                        seen += name == "recv"
-                    elif name in ("ready", "lost", "exit"):
-                        break
-                    else:
-                        raise AssertionError(f"unexpected line from the worker: {text!r}")
-                if trial:  # the first start also waits for the zygote's imports
-                    took = time.monotonic() - asked
-                    trials.restarts.append(took)
-                    # At once: every later restart would wait as long.
-                    assert took < RESTART_BOUND, (
-                        f"a restarted worker took {took:.1f} s: it waited for a dead worker's lock"
-                    )
-                if name != "ready":
-                    # The stored secret no longer authenticates this visitor.
-                    if name == "lost":
-                        assert (await line()).startswith("exit")
-                    trials.lost += 1
-                    explained = previous == "save window" or (
-                        previous == "before the answer" and unseen_at_kill > 0
-                    )
-                    if mode == "grace" or not explained:
-                        trials.unexplained.append(f"trial {trial}: lost after a kill {previous}")
-                    key += 1
-                    expected = None
-                    continue
-                pid, _, visitor_id = rest.partition(" ")
-                if expected is None:
-                    expected = visitor_id
-                elif visitor_id != expected:
-                    trials.lost += 1
-                    trials.unexplained.append(f"trial {trial}: another visitor after {previous}")
-                    expected = visitor_id
-                if trials.kills == count:
-                    with contextlib.suppress(ProcessLookupError):  # it may have failed
-                        os.kill(int(pid), signal.SIGKILL)
-                    while not (await line()).startswith("exit"):
-                        pass
+        for trial in range(3 * count + 1):  # the last start only checks the last kill
+            command = {**base, "key": f"visitor-{key}"}
+            asked = time.monotonic()
+            zygote.send(command)
+            events: list[tuple[str, float]] = []
+            while True:
+                text = await line()
+                name, _, rest = text.partition(" ")
+                if name in ("sent", "recv", "saved", "next"):
+                    events.append((name, float(rest)))
+                    seen += name == "recv"
+                elif name in ("ready", "lost", "exit"):
                     break
-                # Wait for an auth request of the loop, then kill at a random point of
-                # the cycle up to the next request (the cycle's length is learned).
-                while True:
-                    name, _, rest = (await line()).partition(" ")
-                    if name == "lost":  # no kill yet: the worker's own renewal was refused
-                        raise AssertionError(f"trial {trial}: a running worker lost its visitor")
-                    events.append((name, float(rest)))
-                    seen += name == "recv"
-                    if name == "sent":
-                        break
-                span = statistics.median(trials.cycles[-50:]) if trials.cycles else 0.01
-                await anyio.sleep(rng.uniform(0, span * 1.1))
-                with contextlib.suppress(ProcessLookupError):  # it failed: its lines say why
+                else:
+                    raise AssertionError(f"unexpected line from the worker: {text!r}")
+            if trial:  # the first start also waits for the zygote's imports
+                took = time.monotonic() - asked
+                trials.restarts.append(took)
+                # At once: every later restart would wait as long.
+                assert took < RESTART_BOUND, (
+                    f"a restarted worker took {took:.1f} s: it waited for a dead worker's lock"
+                )
+            if name != "ready":
+                # The stored secret no longer authenticates this visitor.
+                if name == "lost":
+                    assert (await line()).startswith("exit")
+                trials.lost += 1
+                explained = previous == "save window" or (
+                    previous == "before the answer" and unseen_at_kill > 0
+                )
+                if mode == "grace" or not explained:
+                    trials.unexplained.append(f"trial {trial}: lost after a kill {previous}")
+                key += 1
+                expected = None
+                continue
+            pid, _, visitor_id = rest.partition(" ")
+            if expected is None:
+                expected = visitor_id
+            elif visitor_id != expected:
+                trials.lost += 1
+                trials.unexplained.append(f"trial {trial}: another visitor after {previous}")
+                expected = visitor_id
+            if trials.kills == count:
+                with contextlib.suppress(ProcessLookupError):  # it may have failed
                     os.kill(int(pid), signal.SIGKILL)
-                trials.kills += 1
-                while True:
-                    text = await line()
-                    name, _, rest = text.partition(" ")
-                    if name == "exit":
-                        break
-                    if name == "lost":  # refused before the kill landed
-                        raise AssertionError(f"trial {trial}: a running worker lost its visitor")
-                    events.append((name, float(rest)))
-                    seen += name == "recv"
-                previous = _analyse(events, trials)
-                # An answer the fake gave that the dead worker never read.
-                await anyio.sleep(0.005)
-                unseen_at_kill = answered() - seen
-                seen = answered()
-                trials.where[previous] = trials.where.get(previous, 0) + 1
-        finally:
-            await process.stdin.aclose()
-            with anyio.move_on_after(5):
-                await process.wait()
-            if process.returncode is None:
-                process.kill()
-            await process.aclose()
+                while not (await line()).startswith("exit"):
+                    pass
+                break
+            # Wait for an auth request of the loop, then kill at a random point of
+            # the cycle up to the next request (the cycle's length is learned).
+            while True:
+                name, _, rest = (await line()).partition(" ")
+                if name == "lost":  # no kill yet: the worker's own renewal was refused
+                    raise AssertionError(f"trial {trial}: a running worker lost its visitor")
+                events.append((name, float(rest)))
+                seen += name == "recv"
+                if name == "sent":
+                    break
+            span = statistics.median(trials.cycles[-50:]) if trials.cycles else 0.01
+            await anyio.sleep(rng.uniform(0, span * 1.1))
+            with contextlib.suppress(ProcessLookupError):  # it failed: its lines say why
+                os.kill(int(pid), signal.SIGKILL)
+            trials.kills += 1
+            while True:
+                text = await line()
+                name, _, rest = text.partition(" ")
+                if name == "exit":
+                    break
+                if name == "lost":  # refused before the kill landed
+                    raise AssertionError(f"trial {trial}: a running worker lost its visitor")
+                events.append((name, float(rest)))
+                seen += name == "recv"
+            previous = _analyse(events, trials)
+            # An answer the fake gave that the dead worker never read.
+            await anyio.sleep(0.005)
+            unseen_at_kill = answered() - seen
+            seen = answered()
+            trials.where[previous] = trials.where.get(previous, 0) + 1
+        zygote.clean = True
     return trials
 
 
