@@ -450,7 +450,8 @@ async def _check_store(
     if mode == "grace":
         assert trials.lost == 0
     assert trials.kills == count
-    assert len(set(trials.where)) >= 2, trials.where  # the kills are spread over the cycle
+    if count >= 10:  # the kills are spread over the cycle
+        assert len(set(trials.where)) >= 2, trials.where
     # Only the median is bounded: on a loaded 2-core machine a single save can stall for a
     # few hundred milliseconds (seen: 315 ms), so the p99 is measured and printed instead.
     assert p50 < WINDOW_P50_BOUND, f"the save window's median is {p50 * 1000:.1f} ms"
