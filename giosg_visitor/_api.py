@@ -293,6 +293,14 @@ class VisitorAPI:
                 self._retry.budget.record_success()
                 return response
 
+    async def backoff(self, attempt: int) -> None:
+        """Wait before retry ``attempt`` of a loop over whole calls (a chat's backfill).
+
+        The visitor's :class:`RetryPolicy` backoff (full jitter), on the visitor's clock,
+        so that virtual-time tests see it and there is one backoff rule to tune.
+        """
+        await self._clock.sleep(self._retry.delay(attempt, self._rng()))
+
     async def _send_once(
         self, method: str, url: httpx.URL, body: Mapping[str, Any] | None, *, deadline: float
     ) -> httpx.Response:

@@ -36,8 +36,8 @@ from ._http import (
     is_transient,
     map_http_errors,
     read_body,
+    retry_delay,
     send_bounded,
-    server_wait,
 )
 from ._limiter import limiter_for
 from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
@@ -384,17 +384,16 @@ class VisitorSession:
                 async with self._auth_slot():
                     token = await self._attempt()
             except GiosgError as exc:
-                if not is_transient(exc):
-                    raise
-                delay = self._retry.delay(attempt, self._rng())
-                wait = server_wait(exc)
-                if wait is not None:
-                    if wait > self._retry.max_retry_after and not background:
-                        raise
-                    delay = max(delay, min(wait, self._retry.max_retry_after))
-                now = self._clock.monotonic()
-                if not self._may_retry(attempt, started, now + delay, background=background):
-                    if self._token is None:
+                delay = retry_delay(
+                    self._retry,
+                    exc,
+                    attempt=attempt,
+                    draw=self._rng(),
+                    elapsed=self._clock.monotonic() - started,
+                    keep_trying_for=self._background_left(background),
+                )
+                if delay is None:
+                    if self._token is None or not is_transient(exc):
                         raise
                     raise RenewalFailedError(
                         f"token renewal gave up after {attempt} attempts: {exc}"
@@ -410,17 +409,15 @@ class VisitorSession:
                 self._retry.budget.record_success()
                 return token
 
-    def _may_retry(self, attempt: int, started: float, next_at: float, *, background: bool) -> bool:
-        if background and self._token is not None:
-            # The old token still works: keep trying (quietly, one visitor at a time, on
-            # the backoff schedule) until it expires. Not charged to the retry budget:
-            # giving up here would end a session that still has a working token.
-            return next_at < self._token.times.expires_at
-        return (
-            attempt < self._retry.max_attempts
-            and next_at - started <= self._retry.deadline
-            and self._retry.budget.try_retry()
-        )
+    def _background_left(self, background: bool) -> float | None:
+        """Seconds the old token has left, when a background renewal may retry till then."""
+        token = self._token
+        if not background or token is None:
+            return None
+        # The old token still works: keep trying (quietly, on the backoff schedule) until
+        # it expires. Not charged to the retry budget: giving up here would end a session
+        # that still has a working token.
+        return token.times.expires_at - self._clock.monotonic()
 
     def _auth_slot(self) -> AbstractAsyncContextManager[None]:
         """A slot of the pool-wide auth limit (none without a pool), by token deadline.
@@ -616,7 +613,7 @@ class VisitorSession:
         if session is None:
             return None
         remaining = session.expires_at - self._clock.time()
-        margin = min(self._policy.restore_margin, session.lifetime / 2)
+        margin = self._policy.restore_margin_for(session.lifetime)
         if remaining < margin:
             return None
         return attrs.evolve(self._token_from_stored(session, remaining), restored=True)

@@ -50,7 +50,11 @@ class RenewalPolicy:
     * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
     * Successive renewals are at least ``min(min_spacing, lifetime / 4)`` apart, so a server
       that keeps answering tiny lifetimes cannot make a renew loop.
-    * A stored token is reused at start-up only with ``restore_margin`` seconds left.
+    * A stored token is reused at start-up only with ``min(restore_margin, lifetime *
+      restore_fraction)`` seconds left (:meth:`restore_margin_for`): a fixed 10 minutes
+      would never let a short OAuth token be reused, and half the lifetime keeps a
+      restored token clear of the hard window. Visitor tokens and OAuth client tokens
+      follow this one rule.
 
     Attributes:
         max_lead: Upper bound of how early the soft point is before expiry.
@@ -62,7 +66,9 @@ class RenewalPolicy:
         min_lifetime: Smallest lifetime believed.
         max_lifetime: Largest lifetime believed.
         min_spacing: Minimum seconds between two renewals.
-        restore_margin: Seconds a stored token must have left to be reused.
+        restore_margin: Upper bound of the seconds a stored token must have left to be
+            reused.
+        restore_fraction: The same as a fraction of the lifetime.
     """
 
     max_lead: float = 300.0
@@ -75,6 +81,7 @@ class RenewalPolicy:
     max_lifetime: float = 86_400.0
     min_spacing: float = 5.0
     restore_margin: float = 600.0
+    restore_fraction: float = 0.5
 
     def soft_offset(self, lifetime: float, jitter: float) -> float:
         """Seconds after issue at which to renew in the background.
@@ -95,6 +102,10 @@ class RenewalPolicy:
     def spacing(self, lifetime: float) -> float:
         """Minimum seconds between two renewals for tokens of this lifetime."""
         return min(self.min_spacing, lifetime / 4)
+
+    def restore_margin_for(self, lifetime: float) -> float:
+        """Seconds a stored token of this lifetime must have left to be reused."""
+        return min(self.restore_margin, lifetime * self.restore_fraction)
 
 
 @attrs.frozen(kw_only=True)
