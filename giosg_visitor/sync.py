@@ -74,6 +74,7 @@ PosArgsT = TypeVarTuple("PosArgsT")
 P = ParamSpec("P")
 R = TypeVar("R")
 A = TypeVar("A")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class _AsyncSteps(Protocol[T_co]):
@@ -244,6 +245,7 @@ class _Blocking(Generic[P, R]):
         self._method = method
         self._convert = convert
         self._name = method.__name__
+        self._owner: type = object  # set by __set_name__
         self.__doc__ = method.__doc__
         signature = inspect.signature(method)
         if convert is not None:
@@ -253,16 +255,21 @@ class _Blocking(Generic[P, R]):
     def __set_name__(self, owner: type, name: str) -> None:
         if name != self._name:
             raise TypeError(f"{owner.__name__}.{name} mirrors {self._name}: use the same name")
+        self._owner = owner
 
     @overload
-    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    def __get__(
+        self, instance: None, owner: type | None = None
+    ) -> Callable[Concatenate[Any, P], R]: ...
 
     @overload
     def __get__(self, instance: _Twin, owner: type | None = None) -> Callable[P, R]: ...
 
-    def __get__(self, instance: _Twin | None, owner: type | None = None) -> Self | Callable[P, R]:
+    def __get__(
+        self, instance: _Twin | None, owner: type | None = None
+    ) -> Callable[Concatenate[Any, P], R] | Callable[P, R]:
         if instance is None:
-            return self
+            return self._unbound()
         convert = self._convert
         name = self._name
 
@@ -272,11 +279,24 @@ class _Blocking(Generic[P, R]):
             result = runner.call(partial(method, *args, **kwargs))
             return convert(instance, result) if convert is not None else result
 
-        blocking.__name__ = blocking.__qualname__ = name
-        blocking.__doc__ = self.__doc__
         parameters = list(self.__signature__.parameters.values())[1:]
-        blocking.__signature__ = self.__signature__.replace(parameters=parameters)  # type: ignore[attr-defined]
-        return blocking
+        return self._describe(blocking, self.__signature__.replace(parameters=parameters))
+
+    def _unbound(self) -> Callable[Concatenate[Any, P], R]:
+        """The twin as read from the class: a plain function, for ``help()`` and the docs."""
+
+        def unbound(twin: _Twin, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return self.__get__(twin)(*args, **kwargs)
+
+        return self._describe(unbound, self.__signature__)
+
+    def _describe(self, func: F, signature: inspect.Signature) -> F:
+        func.__name__ = self._name
+        func.__qualname__ = f"{self._owner.__name__}.{self._name}"
+        func.__module__ = __name__
+        func.__doc__ = self.__doc__
+        func.__signature__ = signature  # type: ignore[attr-defined]
+        return func
 
 
 def _blocking(method: Callable[Concatenate[Any, P], Awaitable[R]]) -> _Blocking[P, R]:
@@ -305,16 +325,21 @@ class _Mirror(Generic[T]):
         self._name = name
 
     @overload
-    def __get__(self, instance: None, owner: type | None = None) -> Self: ...
+    def __get__(self, instance: None, owner: type | None = None) -> property: ...
 
     @overload
     def __get__(self, instance: _Twin, owner: type | None = None) -> T: ...
 
-    def __get__(self, instance: _Twin | None, owner: type | None = None) -> Self | T:
+    def __get__(self, instance: _Twin | None, owner: type | None = None) -> property | T:
         if instance is None:
-            return self
-        value: T = getattr(instance._target, self._name)
+            # Read from the class, it is a property (for help() and the docs).
+            return property(partial(_read, name=self._name), doc=self.__doc__)
+        value: T = _read(instance, name=self._name)
         return value
+
+
+def _read(twin: _Twin, *, name: str) -> Any:
+    return getattr(twin._target, name)
 
 
 class _BlockingStream(Generic[T]):
