@@ -29,14 +29,13 @@ import httpx
 from ._clock import Clock
 from ._facts import API_PREFIX
 from ._http import (
-    MIN_ATTEMPT_SECONDS as _MIN_ATTEMPT,
     USER_AGENT,
     ResponseLimits,
+    Retries,
     api_error,
     is_transient,
     map_http_errors,
     read_body,
-    retry_delay,
     send_bounded,
 )
 from ._limiter import limiter_for
@@ -370,28 +369,22 @@ class VisitorSession:
             self._sequences += 1
 
     async def _attempts(self, *, background: bool) -> Token:
-        started = self._clock.monotonic()
-        self._retry.budget.record_call()
-        attempt = 0
+        retries = Retries(self._retry, self._clock, self._rng)
         while True:
-            attempt += 1
+            attempt = retries.next_attempt()
             await self._respect_spacing()
-            self._attempt_timeout = self._request_timeout
-            if attempt > 1 and not (background and self._token is not None):
-                remaining = self._retry.deadline - (self._clock.monotonic() - started)
-                self._attempt_timeout = min(self._request_timeout, max(remaining, _MIN_ATTEMPT))
+            keep_trying_for = self._background_left(background)
+            # A background renewal with a working token is not held to the retry deadline.
+            self._attempt_timeout = (
+                self._request_timeout
+                if keep_trying_for is not None
+                else retries.attempt_timeout(self._request_timeout)
+            )
             try:
                 async with self._auth_slot():
                     token = await self._attempt()
             except GiosgError as exc:
-                delay = retry_delay(
-                    self._retry,
-                    exc,
-                    attempt=attempt,
-                    draw=self._rng(),
-                    elapsed=self._clock.monotonic() - started,
-                    keep_trying_for=self._background_left(background),
-                )
+                delay = retries.failed(exc, keep_trying_for=self._background_left(background))
                 if delay is None:
                     if self._token is None or not is_transient(exc):
                         raise
@@ -406,7 +399,7 @@ class VisitorSession:
                 )
                 await self._clock.sleep(delay)
             else:
-                self._retry.budget.record_success()
+                retries.succeeded()
                 return token
 
     def _background_left(self, background: bool) -> float | None:

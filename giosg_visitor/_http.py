@@ -23,6 +23,7 @@ import attrs
 import httpx
 
 from . import _facts
+from ._clock import Clock
 from ._renewal import RetryPolicy, parse_retry_after
 from .errors import (
     APIError,
@@ -42,6 +43,7 @@ from .errors import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "ResponseLimits",
+    "Retries",
     "Timeouts",
     "api_error",
     "check_credential_url",
@@ -480,6 +482,56 @@ def retry_delay(
         logger.info("retry budget spent; not retrying (%s)", type(error).__name__)
         return None
     return delay
+
+
+@attrs.define
+class Retries:
+    """The retry bookkeeping of one call, around :func:`retry_delay` (sans-I/O).
+
+    Created when the call starts (it counts the call in the policy's budget); then, per
+    attempt, :meth:`next_attempt`, and :meth:`failed` for the delay before the next one
+    (``None``: give up) or :meth:`succeeded`. Elapsed time is read on the given clock.
+    The visitor's REST calls, its auth and the OAuth token requests all loop with it.
+    """
+
+    policy: RetryPolicy
+    clock: Clock
+    rng: Callable[[], float]
+    transient: Callable[[BaseException], bool] | None = None
+    attempt: int = 0
+    started: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.started = self.clock.monotonic()
+        self.policy.budget.record_call()
+
+    def next_attempt(self) -> int:
+        """Count the attempt about to start; its number (1 for the first)."""
+        self.attempt += 1
+        return self.attempt
+
+    def attempt_timeout(self, request_timeout: float) -> float:
+        """The deadline of this attempt: a retry never runs past the call's retry deadline."""
+        if self.attempt <= 1:
+            return request_timeout
+        remaining = self.policy.deadline - (self.clock.monotonic() - self.started)
+        return min(request_timeout, max(remaining, MIN_ATTEMPT_SECONDS))
+
+    def failed(self, error: GiosgError, *, keep_trying_for: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to raise ``error``."""
+        return retry_delay(
+            self.policy,
+            error,
+            attempt=self.attempt,
+            draw=self.rng(),
+            elapsed=self.clock.monotonic() - self.started,
+            transient=self.transient,
+            keep_trying_for=keep_trying_for,
+        )
+
+    def succeeded(self) -> None:
+        """Tell the budget the call succeeded."""
+        self.policy.budget.record_success()
 
 
 def is_transient(error: BaseException) -> bool:

@@ -30,9 +30,9 @@ import httpx
 from ._clock import Clock, SystemClock, blocking_sleep
 from ._http import (
     ResponseLimits,
+    Retries,
     Timeouts,
     check_credential_url,
-    retry_delay,
     send_bounded,
     send_bounded_sync,
 )
@@ -729,11 +729,9 @@ class ClientCredentials(httpx.Auth):
         grant: Grant = (
             GRANT_REFRESH_TOKEN if refresh_token is not None else GRANT_CLIENT_CREDENTIALS
         )
-        started = self._clock.monotonic()
-        self._retry.budget.record_call()
-        attempt = 0
+        retries = Retries(self._retry, self._clock, self._rng, transient=is_transient)
         while True:
-            attempt += 1
+            attempt = retries.next_attempt()
             # Taken before sending: every deadline is early by the latency, never late.
             issued_at, wall = self._clock.monotonic(), self._clock.time()
             request = build_token_request(
@@ -748,7 +746,7 @@ class ClientCredentials(httpx.Auth):
                 extra_params=self._extra_params,
             )
             logger.debug("requesting a token (%s grant, attempt %d)", grant, attempt)
-            reply = yield request
+            reply = yield _Send(request, retries.attempt_timeout(self._timeouts.request))
             try:
                 parsed = self._parse(request, reply)
             except InvalidGrantError:
@@ -757,10 +755,10 @@ class ClientCredentials(httpx.Auth):
                 # The refresh token expired or was revoked; the client credentials may
                 # still be fine, and they are how this token was obtained in the first place.
                 logger.info("the refresh token was rejected; falling back to client credentials")
-                grant, refresh_token, attempt = GRANT_CLIENT_CREDENTIALS, None, 0
+                grant, refresh_token, retries.attempt = GRANT_CLIENT_CREDENTIALS, None, 0
                 continue
             except GiosgError as exc:
-                delay = None if single_attempt else self._retry_delay(exc, attempt, started)
+                delay = None if single_attempt else retries.failed(exc)
                 if delay is None:
                     if is_transient(exc) and not single_attempt and self._token is not None:
                         raise RenewalFailedError(
@@ -775,7 +773,7 @@ class ClientCredentials(httpx.Auth):
                 )
                 yield _Sleep(delay)
                 continue
-            self._retry.budget.record_success()
+            retries.succeeded()
             return self._make_token(parsed, grant, refresh_token, issued_at, wall)
 
     def _parse(
@@ -790,17 +788,6 @@ class ClientCredentials(httpx.Auth):
             now=self._clock.time(),
             method=request.method,
             url=safe_url(request.url),
-        )
-
-    def _retry_delay(self, error: GiosgError, attempt: int, started: float) -> float | None:
-        """Seconds to wait before trying again, or ``None`` to give up."""
-        return retry_delay(
-            self._retry,
-            error,
-            attempt=attempt,
-            draw=self._rng(),
-            elapsed=self._clock.monotonic() - started,
-            transient=is_transient,
         )
 
     def _make_token(
@@ -838,7 +825,7 @@ class ClientCredentials(httpx.Auth):
         raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
     async def _perform(self, effect: _Effect, held: AsyncExitStack) -> object:
-        if isinstance(effect, httpx.Request):
+        if isinstance(effect, _Send):
             return await self._send(effect)
         if isinstance(effect, _Sleep):
             await self._clock.sleep(effect.seconds)
@@ -863,15 +850,15 @@ class ClientCredentials(httpx.Auth):
         await store.save(self._store_key, effect.record)
         return None
 
-    async def _send(self, request: httpx.Request) -> httpx.Response | TransportError:
+    async def _send(self, send: _Send) -> httpx.Response | TransportError:
         try:
             # auth=None: the API client's own auth (maybe this object) must not apply.
             return await send_bounded(
                 self._async_client(),
-                request,
+                send.request,
                 auth=None,
                 limit=self._limits.auth,
-                deadline=self._timeouts.request,
+                deadline=send.deadline,
                 what="token request",
             )
         except TransportError as exc:
@@ -884,13 +871,13 @@ class ClientCredentials(httpx.Auth):
         raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
     def _perform_sync(self, effect: _Effect, held: ExitStack) -> object:
-        if isinstance(effect, httpx.Request):
+        if isinstance(effect, _Send):
             try:
                 return send_bounded_sync(
                     self._sync_client(),
-                    effect,
+                    effect.request,
                     limit=self._limits.auth,
-                    deadline=self._timeouts.request,
+                    deadline=effect.deadline,
                     what="token request",
                 )
             except TransportError as exc:
@@ -934,6 +921,18 @@ class ClientCredentials(httpx.Auth):
 
 
 @attrs.frozen
+class _Send:
+    """Send a token request (no auth, no redirects).
+
+    The reply is its response, read whole within ``deadline`` seconds (a retry gets what
+    is left of the retry deadline), or the :class:`TransportError` it failed with.
+    """
+
+    request: httpx.Request
+    deadline: float
+
+
+@attrs.frozen
 class _Sleep:
     """Wait this many seconds on the injected clock."""
 
@@ -965,8 +964,7 @@ class _StoreEffect(enum.Enum):
 _STORE_LOCK: Final = _StoreEffect.LOCK
 _STORE_LOAD: Final = _StoreEffect.LOAD
 
-# A request's reply is its httpx.Response or the TransportError it failed with.
-_Effect = httpx.Request | _Sleep | _Lock | _StoreSave | _StoreEffect
+_Effect = _Send | _Sleep | _Lock | _StoreSave | _StoreEffect
 _Flow = Generator[_Effect, Any, _T]
 
 
