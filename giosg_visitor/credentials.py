@@ -19,9 +19,9 @@ import logging
 import random
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Mapping
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import AsyncExitStack, ExitStack, closing
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self, TypeGuard, TypeVar, final
+from typing import Any, ClassVar, Final, Generic, Self, TypeGuard, TypeVar, final
 
 import anyio
 import attrs
@@ -968,41 +968,60 @@ _Effect = _Send | _Sleep | _Lock | _StoreSave | _StoreEffect
 _Flow = Generator[_Effect, Any, _T]
 
 
-async def _drive_async(flow: _Flow[_T], perform: Callable[[_Effect], Awaitable[object]]) -> _T:
-    """Run ``flow`` to its end, performing each effect with ``perform``.
+@attrs.frozen
+class _Outcome:
+    """What performing an effect gave: a reply, or the exception it raised."""
 
-    A failure of ``perform`` is thrown into the flow at the ``yield`` that asked for it,
-    so the flow's own ``try`` blocks see it as they would a failed call.
+    reply: object = None
+    error: Exception | None = None
+
+    @classmethod
+    async def of(cls, pending: Awaitable[object]) -> _Outcome:
+        try:
+            return cls(await pending)
+        except Exception as exc:
+            return cls(error=exc)
+
+    @classmethod
+    def of_call(cls, perform: Callable[[_Effect], object], effect: _Effect) -> _Outcome:
+        try:
+            return cls(perform(effect))
+        except Exception as exc:
+            return cls(error=exc)
+
+
+@attrs.frozen
+class _Finished(Generic[_T]):
+    value: _T
+
+
+def _resume(flow: _Flow[_T], outcome: _Outcome) -> _Effect | _Finished[_T]:
+    """Hand ``outcome`` to ``flow``: its next effect, or its result once it has finished.
+
+    A failure is thrown into the flow at the ``yield`` that asked for the effect, so the
+    flow's own ``try`` blocks see it as they would a failed call.
     """
     try:
-        effect = next(flow)
-        while True:
-            try:
-                reply = await perform(effect)
-            except Exception as exc:
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(reply)
+        if outcome.error is not None:
+            return flow.throw(outcome.error)
+        return flow.send(outcome.reply)
     except StopIteration as stop:
-        result: _T = stop.value
-        return result
-    finally:
-        flow.close()
+        return _Finished(stop.value)
+
+
+async def _drive_async(flow: _Flow[_T], perform: Callable[[_Effect], Awaitable[object]]) -> _T:
+    """Run ``flow`` to its end, performing each effect with ``perform``."""
+    with closing(flow):
+        step = _resume(flow, _Outcome())
+        while not isinstance(step, _Finished):
+            step = _resume(flow, await _Outcome.of(perform(step)))
+        return step.value
 
 
 def _drive_sync(flow: _Flow[_T], perform: Callable[[_Effect], object]) -> _T:
     """:func:`_drive_async` for blocking effects."""
-    try:
-        effect = next(flow)
-        while True:
-            try:
-                reply = perform(effect)
-            except Exception as exc:
-                effect = flow.throw(exc)
-            else:
-                effect = flow.send(reply)
-    except StopIteration as stop:
-        result: _T = stop.value
-        return result
-    finally:
-        flow.close()
+    with closing(flow):
+        step = _resume(flow, _Outcome())
+        while not isinstance(step, _Finished):
+            step = _resume(flow, _Outcome.of_call(perform, step))
+        return step.value

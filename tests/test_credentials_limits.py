@@ -35,7 +35,8 @@ def _credentials(
         kwargs["sync_http_client"] = httpx.Client(transport=transport)
     else:
         kwargs["http_client"] = httpx.AsyncClient(transport=transport)
-    return ClientCredentials(TOKEN_URL, CLIENT_ID, CLIENT_SECRET, retry=ONE_TRY, **kwargs)
+    kwargs.setdefault("retry", ONE_TRY)
+    return ClientCredentials(TOKEN_URL, CLIENT_ID, CLIENT_SECRET, **kwargs)
 
 
 def _large(request: httpx.Request) -> httpx.Response:
@@ -131,14 +132,8 @@ def test_sync_retries_wait_on_the_injected_clock() -> None:
 
     clock = FakeClock()
     retry = RetryPolicy(first_delay=20.0, max_delay=20.0, deadline=100.0)
-    credentials = ClientCredentials(
-        TOKEN_URL,
-        CLIENT_ID,
-        CLIENT_SECRET,
-        sync_http_client=httpx.Client(transport=httpx.MockTransport(handler)),
-        clock=clock,
-        retry=retry,
-        rng=lambda: 0.5,
+    credentials = _credentials(
+        httpx.MockTransport(handler), sync=True, clock=clock, retry=retry, rng=lambda: 0.5
     )
     before = clock.monotonic()
     started = time.monotonic()
@@ -158,14 +153,8 @@ def test_sync_renewal_gives_up_like_the_async_one() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return answers.pop(0) if answers else httpx.Response(503)
 
-    credentials = ClientCredentials(
-        TOKEN_URL,
-        CLIENT_ID,
-        CLIENT_SECRET,
-        sync_http_client=httpx.Client(transport=httpx.MockTransport(handler)),
-        clock=clock,
-        retry=RetryPolicy(first_delay=1.0, max_attempts=2),
-    )
+    retry = RetryPolicy(first_delay=1.0, max_attempts=2)
+    credentials = _credentials(httpx.MockTransport(handler), sync=True, clock=clock, retry=retry)
     with httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200))) as api:
         api.get("https://api.example/x", auth=credentials)
         clock.blocking_sleep(3600)  # past expiry: the next request must renew
