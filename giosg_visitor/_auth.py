@@ -39,7 +39,7 @@ from ._http import (
     send_bounded,
 )
 from ._limiter import limiter_for
-from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
+from ._renewal import RenewalPolicy, Renewals, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
     APIError,
@@ -144,8 +144,7 @@ class VisitorSession:
         self._token: Token | None = None
         self._secret: Secret | None = None
         self._lock = anyio.Lock()
-        self._sequences = 0
-        self._last_outcome: GiosgError | None = None
+        self._renewals = Renewals()
         self._failure: GiosgError | None = None
         self._last_renewal_start: float | None = None
         self._renewing = False
@@ -323,15 +322,15 @@ class VisitorSession:
             background: Keep retrying transient failures while the old token is valid.
         """
         self._raise_if_unusable()
-        seen = self._sequences
+        ticket = self._renewals.ticket()
         async with self._lock:
             self._raise_if_unusable()
             now = self._clock.monotonic()
             current = self._token
-            if self._sequences != seen:
+            if self._renewals.ran_since(ticket):
                 # A renewal finished while we waited for the lock: share its outcome.
-                if self._last_outcome is not None:
-                    raise self._last_outcome
+                if self._renewals.last_failure is not None:
+                    raise self._renewals.last_failure
                 if current is not None and current.times.is_usable(now, self._policy):
                     return current
             if (
@@ -356,17 +355,20 @@ class VisitorSession:
         try:
             token = await self._attempts(background=background)
         except GiosgError as exc:
-            self._last_outcome = exc
+            self._renewals.record(exc)
             if _is_terminal(exc):
                 # Remembered: no more auth calls for this visitor (no hammering).
                 self._failure = exc
             raise
+        except BaseException:
+            # Cancelled (or not a GiosgError): finished, with no outcome to share.
+            self._renewals.finished += 1
+            raise
         else:
-            self._last_outcome = None
+            self._renewals.record(None)
             return token
         finally:
             self._renewing = False
-            self._sequences += 1
 
     async def _attempts(self, *, background: bool) -> Token:
         retries = Retries(self._retry, self._clock, self._rng)

@@ -22,6 +22,7 @@ from ._budget import PROCESS_RETRY_BUDGET, RetryBudget
 
 __all__ = [
     "RenewalPolicy",
+    "Renewals",
     "RetryPolicy",
     "TokenTimes",
     "normalise_lifetime",
@@ -140,6 +141,37 @@ class TokenTimes:
     def needs_renewal(self, now: float, policy: RenewalPolicy) -> bool:
         """Whether the background renewal point has passed."""
         return now >= self.renew_at(policy)
+
+
+@attrs.define
+class Renewals:
+    """Single-flight bookkeeping shared by every token renewal (visitor and OAuth).
+
+    One renewal sequence runs at a time, under the owner's lock. A caller takes a
+    :meth:`ticket` before waiting for that lock; once it holds it, a sequence that
+    finished meanwhile (:meth:`ran_since`) is shared: its failure is raised to the
+    caller, or its token used, instead of starting another sequence.
+
+    Attributes:
+        finished: Renewal sequences finished so far.
+        last_failure: How the last one failed (``None``: it succeeded).
+    """
+
+    finished: int = 0
+    last_failure: Exception | None = None
+
+    def ticket(self) -> int:
+        """Taken before waiting for the renewal lock."""
+        return self.finished
+
+    def ran_since(self, ticket: int) -> bool:
+        """Whether a sequence finished after ``ticket`` was taken."""
+        return self.finished != ticket
+
+    def record(self, failure: Exception | None) -> None:
+        """A sequence finished (``failure`` is ``None`` when it succeeded)."""
+        self.finished += 1
+        self.last_failure = failure
 
 
 def normalise_lifetime(

@@ -47,7 +47,7 @@ from ._oauth import (
     parse_token_response,
     safe_url,
 )
-from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
+from ._renewal import RenewalPolicy, Renewals, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
     AuthenticationError,
@@ -418,8 +418,7 @@ class ClientCredentials(httpx.Auth):
         self._thread_lock = threading.Lock()
         # Completed renewal sequences, and how the last one ended: requests that waited
         # for a renewal share its outcome instead of starting another.
-        self._sequences = 0
-        self._last_failure: GiosgError | None = None
+        self._renewals = Renewals()
         self._soft_not_before = float("-inf")
         self._soft_failures = 0
         self._closed = False
@@ -592,8 +591,7 @@ class ClientCredentials(httpx.Auth):
         self._token = token
 
     def _sequence_done(self, started: float, failure: GiosgError | None) -> None:
-        self._sequences += 1
-        self._last_failure = failure
+        self._renewals.record(failure)
         token = self._token
         if failure is None and token is not None:
             self._soft_failures = 0
@@ -661,11 +659,11 @@ class ClientCredentials(httpx.Auth):
             if not self._soft_due(token, now):
                 return token
             return (yield from self._soft_renew(token))
-        seen = self._sequences
+        ticket = self._renewals.ticket()
         yield _Lock(wait=True)
-        if self._sequences != seen and self._last_failure is not None:
+        if self._renewals.ran_since(ticket) and self._renewals.last_failure is not None:
             # The renewal this request waited for failed: same outcome, no new attempt.
-            raise self._last_failure
+            raise self._renewals.last_failure
         token = self._token
         if self._usable(token, self._clock.monotonic()):
             return token
