@@ -497,7 +497,12 @@ class OnlineOperators(_BlockingStream[list[OnlineUser]]):
         # The async view follows the room while entered: entered here, exited on close.
         context = runner.portal.wrap_async_context_manager(operators)
         context.__enter__()
-        super().__init__(runner, operators, timeout, partial(context.__exit__, None, None, None))
+        release = partial(context.__exit__, None, None, None)
+        try:
+            super().__init__(runner, operators, timeout, release)
+        except BaseException:
+            release()  # the visitor closed meanwhile: stop following at once
+            raise
 
     @property
     def room_id(self) -> str:
