@@ -7,7 +7,11 @@ processes, the store's ``lock(key)`` makes renewals single-flight too: a process
 finds a fresher token in the store adopts it instead of calling auth.
 
 :class:`VisitorAuth` is the ``httpx.Auth`` that attaches the token and handles a 401 with
-one renewal and one retry. The timing maths is in ``_renewal.py`` (pure).
+one renewal and one retry. What it shares with ``credentials.ClientCredentials``, the
+other token renewal: the timing maths and the single-flight record (``_renewal.py``,
+pure) and the retry rule (``_http.Retries``). Unlike OAuth tokens, a visitor's token is
+renewed by a background task, so its sequence may keep retrying while the old token
+still works.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Example:
     ...     for message in chat.messages(timeout=60):
     ...         print(message.sender_public_name, message.message)
 
-Every object mirrors its async counterpart. Waiting calls take an optional ``timeout``
+Every object mirrors its async counterpart: its calls and properties are generated from
+the async ones (same arguments, same documentation). Waiting calls take an optional ``timeout``
 (seconds) and raise the built-in :class:`TimeoutError` when it runs out; for the
 iterators (messages, member changes, online operators, raw channels) a timeout, like
 Ctrl-C, interrupts only the waiting, so no item is ever lost. Close the visitor (or use
