@@ -28,12 +28,11 @@ import httpx
 from ._clock import Clock
 from ._facts import API_PREFIX
 from ._http import (
-    MIN_ATTEMPT_SECONDS,
     USER_AGENT,
     ResponseLimits,
+    Retries,
     api_error,
     map_http_errors,
-    retry_delay,
     same_origin,
     send_bounded,
 )
@@ -256,28 +255,14 @@ class VisitorAPI:
             )
         url = self._resolve(path_or_url)
         idempotent = method in ("GET", "PUT", "PATCH", "DELETE") if retry is None else retry
-        started = self._clock.monotonic()
-        self._retry.budget.record_call()
-        attempt = 0
+        retries = Retries(self._retry, self._clock, self._rng)
         while True:
-            attempt += 1
-            timeout = self._request_timeout
-            if attempt > 1:
-                # A retry never runs past the call's retry deadline.
-                remaining = self._retry.deadline - (self._clock.monotonic() - started)
-                timeout = min(timeout, max(remaining, MIN_ATTEMPT_SECONDS))
+            attempt = retries.next_attempt()
+            timeout = retries.attempt_timeout(self._request_timeout)
             try:
                 response = await self._send_once(method, url, body, deadline=timeout)
             except GiosgError as exc:
-                if not idempotent:
-                    raise
-                delay = retry_delay(
-                    self._retry,
-                    exc,
-                    attempt=attempt,
-                    draw=self._rng(),
-                    elapsed=self._clock.monotonic() - started,
-                )
+                delay = retries.failed(exc) if idempotent else None
                 if delay is None:
                     raise
                 logger.info(
@@ -290,8 +275,16 @@ class VisitorAPI:
                 )
                 await self._clock.sleep(delay)
             else:
-                self._retry.budget.record_success()
+                retries.succeeded()
                 return response
+
+    async def backoff(self, attempt: int) -> None:
+        """Wait before retry ``attempt`` of a loop over whole calls (a chat's backfill).
+
+        The visitor's :class:`RetryPolicy` backoff (full jitter), on the visitor's clock,
+        so that virtual-time tests see it and there is one backoff rule to tune.
+        """
+        await self._clock.sleep(self._retry.delay(attempt, self._rng()))
 
     async def _send_once(
         self, method: str, url: httpx.URL, body: Mapping[str, Any] | None, *, deadline: float

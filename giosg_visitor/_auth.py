@@ -7,7 +7,11 @@ processes, the store's ``lock(key)`` makes renewals single-flight too: a process
 finds a fresher token in the store adopts it instead of calling auth.
 
 :class:`VisitorAuth` is the ``httpx.Auth`` that attaches the token and handles a 401 with
-one renewal and one retry. The timing maths is in ``_renewal.py`` (pure).
+one renewal and one retry. What it shares with ``credentials.ClientCredentials``, the
+other token renewal: the timing maths and the single-flight record (``_renewal.py``,
+pure) and the retry rule (``_http.Retries``). Unlike OAuth tokens, a visitor's token is
+renewed by a background task, so its sequence may keep retrying while the old token
+still works.
 """
 
 from __future__ import annotations
@@ -29,18 +33,17 @@ import httpx
 from ._clock import Clock
 from ._facts import API_PREFIX
 from ._http import (
-    MIN_ATTEMPT_SECONDS as _MIN_ATTEMPT,
     USER_AGENT,
     ResponseLimits,
+    Retries,
     api_error,
     is_transient,
     map_http_errors,
     read_body,
     send_bounded,
-    server_wait,
 )
 from ._limiter import limiter_for
-from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
+from ._renewal import RenewalPolicy, Renewals, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
     APIError,
@@ -145,8 +148,7 @@ class VisitorSession:
         self._token: Token | None = None
         self._secret: Secret | None = None
         self._lock = anyio.Lock()
-        self._sequences = 0
-        self._last_outcome: GiosgError | None = None
+        self._renewals = Renewals()
         self._failure: GiosgError | None = None
         self._last_renewal_start: float | None = None
         self._renewing = False
@@ -324,15 +326,15 @@ class VisitorSession:
             background: Keep retrying transient failures while the old token is valid.
         """
         self._raise_if_unusable()
-        seen = self._sequences
+        ticket = self._renewals.ticket()
         async with self._lock:
             self._raise_if_unusable()
             now = self._clock.monotonic()
             current = self._token
-            if self._sequences != seen:
+            if self._renewals.ran_since(ticket):
                 # A renewal finished while we waited for the lock: share its outcome.
-                if self._last_outcome is not None:
-                    raise self._last_outcome
+                if self._renewals.last_failure is not None:
+                    raise self._renewals.last_failure
                 if current is not None and current.times.is_usable(now, self._policy):
                     return current
             if (
@@ -357,44 +359,40 @@ class VisitorSession:
         try:
             token = await self._attempts(background=background)
         except GiosgError as exc:
-            self._last_outcome = exc
+            self._renewals.record(exc)
             if _is_terminal(exc):
                 # Remembered: no more auth calls for this visitor (no hammering).
                 self._failure = exc
             raise
+        except BaseException:
+            # Cancelled (or not a GiosgError): finished, with no outcome to share.
+            self._renewals.finished += 1
+            raise
         else:
-            self._last_outcome = None
+            self._renewals.record(None)
             return token
         finally:
             self._renewing = False
-            self._sequences += 1
 
     async def _attempts(self, *, background: bool) -> Token:
-        started = self._clock.monotonic()
-        self._retry.budget.record_call()
-        attempt = 0
+        retries = Retries(self._retry, self._clock, self._rng)
         while True:
-            attempt += 1
+            attempt = retries.next_attempt()
             await self._respect_spacing()
-            self._attempt_timeout = self._request_timeout
-            if attempt > 1 and not (background and self._token is not None):
-                remaining = self._retry.deadline - (self._clock.monotonic() - started)
-                self._attempt_timeout = min(self._request_timeout, max(remaining, _MIN_ATTEMPT))
+            keep_trying_for = self._background_left(background)
+            # A background renewal with a working token is not held to the retry deadline.
+            self._attempt_timeout = (
+                self._request_timeout
+                if keep_trying_for is not None
+                else retries.attempt_timeout(self._request_timeout)
+            )
             try:
                 async with self._auth_slot():
                     token = await self._attempt()
             except GiosgError as exc:
-                if not is_transient(exc):
-                    raise
-                delay = self._retry.delay(attempt, self._rng())
-                wait = server_wait(exc)
-                if wait is not None:
-                    if wait > self._retry.max_retry_after and not background:
-                        raise
-                    delay = max(delay, min(wait, self._retry.max_retry_after))
-                now = self._clock.monotonic()
-                if not self._may_retry(attempt, started, now + delay, background=background):
-                    if self._token is None:
+                delay = retries.failed(exc, keep_trying_for=self._background_left(background))
+                if delay is None:
+                    if self._token is None or not is_transient(exc):
                         raise
                     raise RenewalFailedError(
                         f"token renewal gave up after {attempt} attempts: {exc}"
@@ -407,20 +405,18 @@ class VisitorSession:
                 )
                 await self._clock.sleep(delay)
             else:
-                self._retry.budget.record_success()
+                retries.succeeded()
                 return token
 
-    def _may_retry(self, attempt: int, started: float, next_at: float, *, background: bool) -> bool:
-        if background and self._token is not None:
-            # The old token still works: keep trying (quietly, one visitor at a time, on
-            # the backoff schedule) until it expires. Not charged to the retry budget:
-            # giving up here would end a session that still has a working token.
-            return next_at < self._token.times.expires_at
-        return (
-            attempt < self._retry.max_attempts
-            and next_at - started <= self._retry.deadline
-            and self._retry.budget.try_retry()
-        )
+    def _background_left(self, background: bool) -> float | None:
+        """Seconds the old token has left, when a background renewal may retry till then."""
+        token = self._token
+        if not background or token is None:
+            return None
+        # The old token still works: keep trying (quietly, on the backoff schedule) until
+        # it expires. Not charged to the retry budget: giving up here would end a session
+        # that still has a working token.
+        return token.times.expires_at - self._clock.monotonic()
 
     def _auth_slot(self) -> AbstractAsyncContextManager[None]:
         """A slot of the pool-wide auth limit (none without a pool), by token deadline.
@@ -616,7 +612,7 @@ class VisitorSession:
         if session is None:
             return None
         remaining = session.expires_at - self._clock.time()
-        margin = min(self._policy.restore_margin, session.lifetime / 2)
+        margin = self._policy.restore_margin_for(session.lifetime)
         if remaining < margin:
             return None
         return attrs.evolve(self._token_from_stored(session, remaining), restored=True)

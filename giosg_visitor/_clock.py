@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import anyio
 
 
-__all__ = ["Clock", "SystemClock"]
+__all__ = ["Clock", "SystemClock", "blocking_sleep"]
 
 
 @runtime_checkable
@@ -45,5 +45,23 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
 
+    def blocking_sleep(self, seconds: float) -> None:
+        """Block the calling thread for ``seconds`` (for code without an event loop)."""
+        time.sleep(max(0.0, seconds))
+
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def blocking_sleep(clock: Clock, seconds: float) -> None:
+    """Wait ``seconds`` on ``clock`` from a thread without an event loop.
+
+    Uses the clock's own ``blocking_sleep`` (``SystemClock`` and ``FakeClock`` have one);
+    a clock of the user's own that only knows ``await sleep`` gets ``time.sleep``. The
+    method is not part of :class:`Clock`, so clocks written before it stay valid.
+    """
+    sleep = getattr(clock, "blocking_sleep", None)
+    if callable(sleep):
+        sleep(seconds)
+    else:
+        time.sleep(max(0.0, seconds))

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import math
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Final
@@ -22,6 +23,7 @@ import attrs
 import httpx
 
 from . import _facts
+from ._clock import Clock
 from ._renewal import RetryPolicy, parse_retry_after
 from .errors import (
     APIError,
@@ -41,6 +43,7 @@ from .errors import (
 __all__ = [
     "DEFAULT_BASE_URL",
     "ResponseLimits",
+    "Retries",
     "Timeouts",
     "api_error",
     "check_credential_url",
@@ -48,6 +51,7 @@ __all__ = [
     "map_http_errors",
     "read_body",
     "send_bounded",
+    "send_bounded_sync",
     "response_body",
     "retry_delay",
     "server_wait",
@@ -153,9 +157,7 @@ async def read_body(response: httpx.Response, *, limit: int, what: str) -> bytes
         if len(body) > limit:
             raise _too_large(what, limit)
         return body
-    declared = response.headers.get("content-length", "")
-    plain = "content-encoding" not in response.headers
-    if plain and declared.isascii() and declared.isdigit() and int(declared) > limit:
+    if _declared_too_large(response, limit):
         await response.aclose()
         raise _too_large(what, limit)
     chunks: list[bytes] = []
@@ -201,6 +203,13 @@ async def _abandon(response: httpx.Response, pieces: AsyncIterator[bytes]) -> No
             await pieces.aclose()
 
 
+def _declared_too_large(response: httpx.Response, limit: int) -> bool:
+    """Whether the response's plain ``Content-Length`` already says it is over ``limit``."""
+    declared = response.headers.get("content-length", "")
+    plain = "content-encoding" not in response.headers
+    return plain and declared.isascii() and declared.isdigit() and int(declared) > limit
+
+
 def _too_large(what: str, limit: int) -> ProtocolError:
     return ProtocolError(f"{what}: the response body is larger than {limit:,} bytes; not read")
 
@@ -238,6 +247,56 @@ async def send_bounded(
     raise TransportTimeoutError(
         f"{what}: no complete response within {deadline:g} s (Timeouts.request)"
     )
+
+
+def send_bounded_sync(
+    client: httpx.Client,
+    request: httpx.Request,
+    *,
+    limit: int,
+    deadline: float,
+    what: str,
+) -> httpx.Response:
+    """The blocking twin of :func:`send_bounded` (no auth, no redirects).
+
+    A thread cannot be cancelled, so the deadline is kept in two ways: every network
+    operation's own timeout is capped at ``deadline``, and the body read stops with
+    :class:`~giosg_visitor.TransportTimeoutError` at the first piece that arrives after
+    it (a server that sends a byte a second is cut off there).
+
+    Raises:
+        TransportTimeoutError: The response was not complete within ``deadline``.
+        ProtocolError: The body is larger than ``limit``.
+        TransportError: The network failed.
+    """
+    # Real time on purpose: this bounds the network, which the injected clock does not move.
+    give_up = time.monotonic() + deadline
+    timeouts = dict(request.extensions.get("timeout") or {})
+    request.extensions["timeout"] = {
+        name: deadline if timeouts.get(name) is None else min(deadline, timeouts[name])
+        for name in ("connect", "read", "write", "pool")
+    }
+    with map_http_errors(what):
+        response = client.send(request, auth=None, stream=True, follow_redirects=False)
+        try:
+            if _declared_too_large(response, limit):
+                raise _too_large(what, limit)
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(what, limit)
+                if time.monotonic() > give_up:
+                    raise TransportTimeoutError(
+                        f"{what}: no complete response within {deadline:g} s (Timeouts.request)"
+                    )
+                chunks.append(chunk)
+            # Where httpx's own read() keeps the body (see read_body).
+            response._content = b"".join(chunks)
+        finally:
+            response.close()
+    return response
 
 
 def is_loopback_host(host: str) -> bool:
@@ -376,17 +435,22 @@ def retry_delay(
     draw: float,
     elapsed: float,
     transient: Callable[[BaseException], bool] | None = None,
+    keep_trying_for: float | None = None,
 ) -> float | None:
     """Seconds to wait before retrying a failed call, or ``None`` to raise ``error``.
 
-    The rule of the API and token-endpoint retry loops (visitor auth, ``_auth._attempts``,
-    applies the same limits but keeps retrying quietly in the background while the old
-    token is valid, and raises a too-long ``Retry-After`` itself): transient errors only,
-    at most ``max_attempts``, a full-jitter delay that is never shorter than the
-    server's ``Retry-After`` (and not waited for when it is longer than
-    ``max_retry_after``), within the per-call ``deadline``, and only while the
-    :class:`~giosg_visitor.RetryBudget` allows (checked last, so that a retry refused
-    for another reason spends nothing).
+    The one retry rule of the SDK's request loops (REST calls, visitor auth, OAuth token
+    requests, chat backfill): transient errors only, at most ``max_attempts``, a
+    full-jitter delay that is never shorter than the server's ``Retry-After`` (and not
+    waited for when it is longer than ``max_retry_after``), within the per-call
+    ``deadline``, and only while the :class:`~giosg_visitor.RetryBudget` allows (checked
+    last, so that a retry refused for another reason spends nothing).
+
+    A background renewal whose old token still works passes ``keep_trying_for`` (the
+    seconds that token has left): it retries quietly on the same backoff, a long
+    ``Retry-After`` capped at ``max_retry_after``, for as long as the next try starts
+    before then, regardless of attempts, deadline and budget (giving up would end a
+    session that still has a working token).
 
     Args:
         policy: The retry policy.
@@ -396,11 +460,18 @@ def retry_delay(
         elapsed: Seconds the call has spent so far.
         transient: Which errors are worth retrying (:func:`is_transient` by default;
             token endpoints add their RFC 6749 codes).
+        keep_trying_for: Background mode, see above.
     """
-    if not (transient or is_transient)(error) or attempt >= policy.max_attempts:
+    if not (transient or is_transient)(error):
         return None
     delay = policy.delay(attempt, draw)
     wait = server_wait(error)
+    if keep_trying_for is not None:
+        if wait is not None:
+            delay = max(delay, min(wait, policy.max_retry_after))
+        return delay if delay < keep_trying_for else None
+    if attempt >= policy.max_attempts:
+        return None
     if wait is not None:
         if wait > policy.max_retry_after:
             return None
@@ -411,6 +482,56 @@ def retry_delay(
         logger.info("retry budget spent; not retrying (%s)", type(error).__name__)
         return None
     return delay
+
+
+@attrs.define
+class Retries:
+    """The retry bookkeeping of one call, around :func:`retry_delay` (sans-I/O).
+
+    Created when the call starts (it counts the call in the policy's budget); then, per
+    attempt, :meth:`next_attempt`, and :meth:`failed` for the delay before the next one
+    (``None``: give up) or :meth:`succeeded`. Elapsed time is read on the given clock.
+    The visitor's REST calls, its auth and the OAuth token requests all loop with it.
+    """
+
+    policy: RetryPolicy
+    clock: Clock
+    rng: Callable[[], float]
+    transient: Callable[[BaseException], bool] | None = None
+    attempt: int = 0
+    started: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.started = self.clock.monotonic()
+        self.policy.budget.record_call()
+
+    def next_attempt(self) -> int:
+        """Count the attempt about to start; its number (1 for the first)."""
+        self.attempt += 1
+        return self.attempt
+
+    def attempt_timeout(self, request_timeout: float) -> float:
+        """The deadline of this attempt: a retry never runs past the call's retry deadline."""
+        if self.attempt <= 1:
+            return request_timeout
+        remaining = self.policy.deadline - (self.clock.monotonic() - self.started)
+        return min(request_timeout, max(remaining, MIN_ATTEMPT_SECONDS))
+
+    def failed(self, error: GiosgError, *, keep_trying_for: float | None = None) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` to raise ``error``."""
+        return retry_delay(
+            self.policy,
+            error,
+            attempt=self.attempt,
+            draw=self.rng(),
+            elapsed=self.clock.monotonic() - self.started,
+            transient=self.transient,
+            keep_trying_for=keep_trying_for,
+        )
+
+    def succeeded(self) -> None:
+        """Tell the budget the call succeeded."""
+        self.policy.budget.record_success()
 
 
 def is_transient(error: BaseException) -> bool:

@@ -22,6 +22,7 @@ from ._budget import PROCESS_RETRY_BUDGET, RetryBudget
 
 __all__ = [
     "RenewalPolicy",
+    "Renewals",
     "RetryPolicy",
     "TokenTimes",
     "normalise_lifetime",
@@ -50,7 +51,11 @@ class RenewalPolicy:
     * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
     * Successive renewals are at least ``min(min_spacing, lifetime / 4)`` apart, so a server
       that keeps answering tiny lifetimes cannot make a renew loop.
-    * A stored token is reused at start-up only with ``restore_margin`` seconds left.
+    * A stored token is reused at start-up only with ``min(restore_margin, lifetime *
+      restore_fraction)`` seconds left (:meth:`restore_margin_for`): a fixed 10 minutes
+      would never let a short OAuth token be reused, and half the lifetime keeps a
+      restored token clear of the hard window. Visitor tokens and OAuth client tokens
+      follow this one rule.
 
     Attributes:
         max_lead: Upper bound of how early the soft point is before expiry.
@@ -62,7 +67,9 @@ class RenewalPolicy:
         min_lifetime: Smallest lifetime believed.
         max_lifetime: Largest lifetime believed.
         min_spacing: Minimum seconds between two renewals.
-        restore_margin: Seconds a stored token must have left to be reused.
+        restore_margin: Upper bound of the seconds a stored token must have left to be
+            reused.
+        restore_fraction: The same as a fraction of the lifetime.
     """
 
     max_lead: float = 300.0
@@ -75,6 +82,7 @@ class RenewalPolicy:
     max_lifetime: float = 86_400.0
     min_spacing: float = 5.0
     restore_margin: float = 600.0
+    restore_fraction: float = 0.5
 
     def soft_offset(self, lifetime: float, jitter: float) -> float:
         """Seconds after issue at which to renew in the background.
@@ -95,6 +103,10 @@ class RenewalPolicy:
     def spacing(self, lifetime: float) -> float:
         """Minimum seconds between two renewals for tokens of this lifetime."""
         return min(self.min_spacing, lifetime / 4)
+
+    def restore_margin_for(self, lifetime: float) -> float:
+        """Seconds a stored token of this lifetime must have left to be reused."""
+        return min(self.restore_margin, lifetime * self.restore_fraction)
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +141,37 @@ class TokenTimes:
     def needs_renewal(self, now: float, policy: RenewalPolicy) -> bool:
         """Whether the background renewal point has passed."""
         return now >= self.renew_at(policy)
+
+
+@attrs.define
+class Renewals:
+    """Single-flight bookkeeping shared by every token renewal (visitor and OAuth).
+
+    One renewal sequence runs at a time, under the owner's lock. A caller takes a
+    :meth:`ticket` before waiting for that lock; once it holds it, a sequence that
+    finished meanwhile (:meth:`ran_since`) is shared: its failure is raised to the
+    caller, or its token used, instead of starting another sequence.
+
+    Attributes:
+        finished: Renewal sequences finished so far.
+        last_failure: How the last one failed (``None``: it succeeded).
+    """
+
+    finished: int = 0
+    last_failure: Exception | None = None
+
+    def ticket(self) -> int:
+        """Taken before waiting for the renewal lock."""
+        return self.finished
+
+    def ran_since(self, ticket: int) -> bool:
+        """Whether a sequence finished after ``ticket`` was taken."""
+        return self.finished != ticket
+
+    def record(self, failure: Exception | None) -> None:
+        """A sequence finished (``failure`` is ``None`` when it succeeded)."""
+        self.finished += 1
+        self.last_failure = failure
 
 
 def normalise_lifetime(

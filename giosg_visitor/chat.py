@@ -300,7 +300,7 @@ class Chat:
                 if attempt == _BACKFILL_ATTEMPTS:
                     raise
                 logger.warning("backfill of chat %s failed (%s); retrying", self.id, exc)
-                await anyio.sleep(min(2.0, 0.1 * 2**attempt))
+                await self._api.backoff(attempt)
                 continue
             fresh = [m for m in messages if m not in seen]
             seen.update(fresh)

@@ -14,20 +14,28 @@ and never shows up in a ``repr``, a log line or an exception message.
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import threading
-import time
-from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterable, Mapping
+from contextlib import AsyncExitStack, ExitStack, closing
 from types import TracebackType
-from typing import ClassVar, Final, Self, TypeGuard, final
+from typing import Any, ClassVar, Final, Generic, Self, TypeGuard, TypeVar, final
 
 import anyio
 import attrs
 import httpx
 
-from ._clock import Clock, SystemClock
-from ._http import check_credential_url, map_http_errors, retry_delay
+from ._clock import Clock, SystemClock, blocking_sleep
+from ._http import (
+    ResponseLimits,
+    Retries,
+    Timeouts,
+    check_credential_url,
+    send_bounded,
+    send_bounded_sync,
+)
 from ._oauth import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_REFRESH_TOKEN,
@@ -39,7 +47,7 @@ from ._oauth import (
     parse_token_response,
     safe_url,
 )
-from ._renewal import RenewalPolicy, RetryPolicy, TokenTimes, normalise_lifetime
+from ._renewal import RenewalPolicy, Renewals, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
     AuthenticationError,
@@ -63,11 +71,25 @@ _AUTH_METHODS: Final = ("basic", "body", "query")
 _RESERVED_PARAMS: Final = frozenset(
     {"grant_type", "scope", "client_id", "client_secret", "refresh_token"}
 )
-_DEFAULT_TIMEOUT: Final = httpx.Timeout(30.0, connect=10.0)
 
-# What the renewal flow asks its driver to do: send a request, or sleep that many seconds.
-_Step = httpx.Request | float
-_Reply = httpx.Response | TransportError | None
+_T = TypeVar("_T")
+
+
+class _NeedToken(enum.Enum):
+    """What the API request's flow yields when it needs a token from its driver."""
+
+    TOKEN = "token"
+
+
+_NEED_TOKEN: Final = _NeedToken.TOKEN
+
+
+def _advance(flow: Generator[_T, Any, None], reply: object) -> _T | None:
+    """Send ``reply`` into ``flow``; its next step, or ``None`` once it has finished."""
+    try:
+        return flow.send(reply)
+    except StopIteration:
+        return None
 
 
 def _check_target(url: httpx.URL, what: str) -> None:
@@ -269,15 +291,17 @@ class ClientCredentials(httpx.Auth):
 
     With a ``store``, the token is persisted under ``store_key`` (the record's
     ``tokens["client_credentials"]``) and reused across restarts and processes: a stored
-    token is used if it has ``min(policy.restore_margin, lifetime / 4)`` seconds left.
-    OAuth tokens are often short (minutes), which a fixed 10-minute margin would waste.
+    token is used if it has ``min(policy.restore_margin, lifetime / 2)`` seconds left
+    (:meth:`RenewalPolicy.restore_margin_for`, the rule visitor tokens follow too). OAuth
+    tokens are often short (minutes), which a fixed 10-minute margin would waste.
     Renewals run under ``store.lock(store_key)``, so processes sharing a store renew once
     between them and pick up each other's rotated refresh token.
 
     Works with ``httpx.AsyncClient`` (any anyio backend) and with ``httpx.Client``. The
-    synchronous path supports everything except stores (which are async), sleeps in real
-    time between retries, and uses a separate lock: drive one instance from async code or
-    from threads, not both at once.
+    synchronous path runs the same renewal flow (one generator, two drivers) and supports
+    everything except stores (which are async); it waits between retries on the clock's
+    ``blocking_sleep`` when it has one (``time.sleep`` otherwise) and uses a separate
+    lock: drive one instance from async code or from threads, not both at once.
 
     Args:
         token_url: The token endpoint: ``https``, or ``http`` to a loopback host.
@@ -304,6 +328,11 @@ class ClientCredentials(httpx.Auth):
         store_key: The store key; by default derived from ``token_url``, ``client_id``
             and ``scope``.
         rng: Random draws in ``[0, 1)`` for the renewal jitter and retry backoff.
+        limits: The most of a token response read (``limits.auth``, 1 MiB by default);
+            a larger body raises :class:`~giosg_visitor.errors.ProtocolError`.
+        timeouts: Transport timeouts of the clients this object creates, and
+            ``timeouts.request``: the most one token request may take from start to
+            the last byte of its answer (a server trickling bytes cannot hold it longer).
 
     Raises:
         UntrustedEndpointError: ``token_url`` is not https (nor loopback http) or holds
@@ -338,6 +367,8 @@ class ClientCredentials(httpx.Auth):
         store: Store | None = None,
         store_key: str | None = None,
         rng: Callable[[], float] = random.random,
+        limits: ResponseLimits | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self._token_url = check_credential_url(str(token_url), what="token_url")
         if not isinstance(client_id, str):
@@ -378,6 +409,8 @@ class ClientCredentials(httpx.Auth):
             f"oauth2:{safe_url(self._token_url)}|{client_id}|{self._scope or ''}"
         )
         self._rng = rng
+        self._limits = limits if limits is not None else ResponseLimits()
+        self._timeouts = timeouts if timeouts is not None else Timeouts()
         # Drawn once, so instances created together do not renew at the same moment.
         self._jitter = rng()
         self._token: _Token | None = None
@@ -385,8 +418,7 @@ class ClientCredentials(httpx.Auth):
         self._thread_lock = threading.Lock()
         # Completed renewal sequences, and how the last one ended: requests that waited
         # for a renewal share its outcome instead of starting another.
-        self._sequences = 0
-        self._last_failure: GiosgError | None = None
+        self._renewals = Renewals()
         self._soft_not_before = float("-inf")
         self._soft_failures = 0
         self._closed = False
@@ -485,15 +517,10 @@ class ClientCredentials(httpx.Auth):
             AuthenticationError: The API answered 401 to a freshly renewed token too.
             GiosgError: Obtaining a token failed (see :meth:`access_token`).
         """
-        _check_target(request.url, "ClientCredentials")
-        token = await self._access()
-        response = yield self._authorize(request, token)
-        if response.status_code != 401:
-            return
-        self._reject(token)
-        response = yield self._authorize(request, await self._access())
-        if response.status_code == 401:
-            raise self._rejected_twice(request)
+        flow = self._bearer_flow(request)
+        reply: httpx.Response | _Token | None = None
+        while (step := _advance(flow, reply)) is not None:
+            reply = (yield step) if isinstance(step, httpx.Request) else await self._access()
 
     def sync_auth_flow(
         self, request: httpx.Request
@@ -503,15 +530,35 @@ class ClientCredentials(httpx.Auth):
         Raises:
             RuntimeError: A ``store`` was configured (stores are async).
         """
+        flow = self._bearer_flow(request)
+        reply: httpx.Response | _Token | None = None
+        while (step := _advance(flow, reply)) is not None:
+            reply = (yield step) if isinstance(step, httpx.Request) else self._access_sync()
+
+    def _bearer_flow(
+        self, request: httpx.Request
+    ) -> Generator[httpx.Request | _NeedToken, Any, None]:
+        """The API request's flow: yields ``_NEED_TOKEN`` (reply: a token) or the request."""
         _check_target(request.url, "ClientCredentials")
-        token = self._access_sync()
-        response = yield self._authorize(request, token)
+        token: _Token = yield _NEED_TOKEN
+        response: httpx.Response = yield self._authorize(request, token)
         if response.status_code != 401:
             return
         self._reject(token)
-        response = yield self._authorize(request, self._access_sync())
+        fresh: _Token = yield _NEED_TOKEN
+        response = yield self._authorize(request, fresh)
         if response.status_code == 401:
             raise self._rejected_twice(request)
+
+    async def _access(self) -> _Token:
+        return await self._run(self._access_flow())
+
+    def _access_sync(self) -> _Token:
+        if self._store is not None:
+            raise RuntimeError(
+                "ClientCredentials with a store needs httpx.AsyncClient (stores are async)"
+            )
+        return self._run_sync(self._access_flow())
 
     @staticmethod
     def _authorize(request: httpx.Request, token: _Token) -> httpx.Request:
@@ -544,8 +591,7 @@ class ClientCredentials(httpx.Auth):
         self._token = token
 
     def _sequence_done(self, started: float, failure: GiosgError | None) -> None:
-        self._sequences += 1
-        self._last_failure = failure
+        self._renewals.record(failure)
         token = self._token
         if failure is None and token is not None:
             self._soft_failures = 0
@@ -575,7 +621,7 @@ class ClientCredentials(httpx.Auth):
             return None
         lifetime = stored.lifetime
         remaining = min(lifetime, stored.expires_at - self._clock.time())
-        if remaining < min(self._policy.restore_margin, lifetime / 4):
+        if remaining < self._policy.restore_margin_for(lifetime):
             return None
         now = self._clock.monotonic()
         times = TokenTimes(
@@ -595,20 +641,95 @@ class ClientCredentials(httpx.Auth):
             token_type=stored.token_type,
         )
 
-    # The renewal flow: sans-I/O, driven by _drive (async) or _drive_sync ---------------------
+    # The renewal flow -----------------------------------------------------------------------
+    #
+    # One generator per scheme, the way httpx's ``Auth.auth_flow`` is one generator for
+    # both of its clients: the flow decides everything and yields an effect whenever it
+    # needs the outside world (send a token request, sleep, take a lock, use the store);
+    # ``_run`` (async) and ``_run_sync`` (``httpx.Client``) perform the effects and send
+    # the outcome back. The drivers hold no logic of their own, so the two paths cannot
+    # drift apart.
 
-    def _obtain(
-        self, refresh_token: Secret | None, *, single_attempt: bool
-    ) -> Generator[_Step, _Reply, _Token]:
+    def _access_flow(self) -> _Flow[_Token]:
+        """A token a request may carry now: the current one, or a renewed one."""
+        self._check_open()
+        token = self._token
+        now = self._clock.monotonic()
+        if self._usable(token, now):
+            if not self._soft_due(token, now):
+                return token
+            return (yield from self._soft_renew(token))
+        ticket = self._renewals.ticket()
+        yield _Lock(wait=True)
+        if self._renewals.ran_since(ticket) and self._renewals.last_failure is not None:
+            # The renewal this request waited for failed: same outcome, no new attempt.
+            raise self._renewals.last_failure
+        token = self._token
+        if self._usable(token, self._clock.monotonic()):
+            return token
+        return (yield from self._sequence(single_attempt=False))
+
+    def _soft_renew(self, token: _Token) -> _Flow[_Token]:
+        """Renew early from this request while the others keep using ``token``."""
+        if not (yield _Lock(wait=False)):
+            return token  # a renewal is already under way
+        current = self._token
+        if current is not token:
+            return current if self._usable(current, self._clock.monotonic()) else token
+        try:
+            return (yield from self._sequence(single_attempt=True))
+        except GiosgError as exc:
+            self._soft_failed(token, exc)
+            if self._usable(token, self._clock.monotonic()):
+                return token
+        return (yield from self._sequence(single_attempt=False))
+
+    def _sequence(self, *, single_attempt: bool) -> _Flow[_Token]:
+        """One renewal sequence; runs with the single-flight lock held."""
+        started = self._clock.monotonic()
+        try:
+            token = yield from self._renew(single_attempt=single_attempt)
+        except GiosgError as exc:
+            if not single_attempt:
+                self._sequence_done(started, exc)
+            raise
+        self._sequence_done(started, None)
+        return token
+
+    def _renew(self, *, single_attempt: bool) -> _Flow[_Token]:
+        current = self._token
+        refresh = current.refresh_token if current is not None else None
+        if self._store is None:
+            token = yield from self._obtain(refresh, single_attempt=single_attempt)
+            self._install(token)
+            return token
+        yield _STORE_LOCK
+        record: VisitorRecord | None = yield _STORE_LOAD
+        stored = record.tokens.get(TOKEN_NAME) if record is not None else None
+        if stored is not None:
+            adopted = self._adoptable(stored)
+            if adopted is not None:
+                self._install(adopted)
+                return adopted
+            # The store is shared: its refresh token is the latest one, even if another
+            # process rotated ours.
+            refresh = stored.refresh_token
+        token = yield from self._obtain(refresh, single_attempt=single_attempt)
+        base = record if record is not None else VisitorRecord(visitor_secret_id=None)
+        # Persist before use: a rotated refresh token kept only in memory would be lost
+        # with the process, and the old one is already revoked.
+        yield _StoreSave(base.with_token(TOKEN_NAME, token.to_stored()))
+        self._install(token)
+        return token
+
+    def _obtain(self, refresh_token: Secret | None, *, single_attempt: bool) -> _Flow[_Token]:
         """Token requests until a token, a terminal error or the end of the retry budget."""
         grant: Grant = (
             GRANT_REFRESH_TOKEN if refresh_token is not None else GRANT_CLIENT_CREDENTIALS
         )
-        started = self._clock.monotonic()
-        self._retry.budget.record_call()
-        attempt = 0
+        retries = Retries(self._retry, self._clock, self._rng, transient=is_transient)
         while True:
-            attempt += 1
+            attempt = retries.next_attempt()
             # Taken before sending: every deadline is early by the latency, never late.
             issued_at, wall = self._clock.monotonic(), self._clock.time()
             request = build_token_request(
@@ -623,7 +744,7 @@ class ClientCredentials(httpx.Auth):
                 extra_params=self._extra_params,
             )
             logger.debug("requesting a token (%s grant, attempt %d)", grant, attempt)
-            reply = yield request
+            reply = yield _Send(request, retries.attempt_timeout(self._timeouts.request))
             try:
                 parsed = self._parse(request, reply)
             except InvalidGrantError:
@@ -632,10 +753,10 @@ class ClientCredentials(httpx.Auth):
                 # The refresh token expired or was revoked; the client credentials may
                 # still be fine, and they are how this token was obtained in the first place.
                 logger.info("the refresh token was rejected; falling back to client credentials")
-                grant, refresh_token, attempt = GRANT_CLIENT_CREDENTIALS, None, 0
+                grant, refresh_token, retries.attempt = GRANT_CLIENT_CREDENTIALS, None, 0
                 continue
             except GiosgError as exc:
-                delay = None if single_attempt else self._retry_delay(exc, attempt, started)
+                delay = None if single_attempt else retries.failed(exc)
                 if delay is None:
                     if is_transient(exc) and not single_attempt and self._token is not None:
                         raise RenewalFailedError(
@@ -648,16 +769,16 @@ class ClientCredentials(httpx.Auth):
                     type(exc).__name__,
                     delay,
                 )
-                yield delay
+                yield _Sleep(delay)
                 continue
-            self._retry.budget.record_success()
+            retries.succeeded()
             return self._make_token(parsed, grant, refresh_token, issued_at, wall)
 
-    def _parse(self, request: httpx.Request, reply: _Reply) -> TokenResponse:
+    def _parse(
+        self, request: httpx.Request, reply: httpx.Response | TransportError
+    ) -> TokenResponse:
         if isinstance(reply, GiosgError):
             raise reply
-        if reply is None:  # pragma: no cover - the drivers always answer a request
-            raise RuntimeError("the token request got no reply")
         return parse_token_response(
             reply.status_code,
             reply.content,
@@ -665,17 +786,6 @@ class ClientCredentials(httpx.Auth):
             now=self._clock.time(),
             method=request.method,
             url=safe_url(request.url),
-        )
-
-    def _retry_delay(self, error: GiosgError, attempt: int, started: float) -> float | None:
-        """Seconds to wait before trying again, or ``None`` to give up."""
-        return retry_delay(
-            self._retry,
-            error,
-            attempt=attempt,
-            draw=self._rng(),
-            elapsed=self._clock.monotonic() - started,
-            transient=is_transient,
         )
 
     def _make_token(
@@ -704,195 +814,212 @@ class ClientCredentials(httpx.Auth):
             token_type=parsed.token_type,
         )
 
-    # Async path --------------------------------------------------------------------------
+    # Drivers ----------------------------------------------------------------------------------
 
-    async def _access(self) -> _Token:
-        self._check_open()
-        token = self._token
-        now = self._clock.monotonic()
-        if self._usable(token, now):
-            if self._soft_due(token, now):
-                return await self._soft_renew(token)
-            return token
-        seen = self._sequences
-        async with self._lock:
-            if self._sequences != seen and self._last_failure is not None:
-                # The renewal this request waited for failed: same outcome, no new attempt.
-                raise self._last_failure
-            token = self._token
-            if self._usable(token, self._clock.monotonic()):
-                return token
-            return await self._sequence(single_attempt=False)
+    async def _run(self, flow: _Flow[_T]) -> _T:
+        """Drive ``flow`` with async I/O; locks it takes are released when it ends."""
+        async with AsyncExitStack() as held:
+            return await _drive_async(flow, lambda effect: self._perform(effect, held))
+        raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
 
-    async def _soft_renew(self, token: _Token) -> _Token:
-        """Renew early from this request while the others keep using ``token``."""
+    async def _perform(self, effect: _Effect, held: AsyncExitStack) -> object:
+        if isinstance(effect, _Send):
+            return await self._send(effect)
+        if isinstance(effect, _Sleep):
+            await self._clock.sleep(effect.seconds)
+            return None
+        if isinstance(effect, _Lock):
+            if effect.wait:
+                await self._lock.acquire()
+            else:
+                try:
+                    self._lock.acquire_nowait()
+                except anyio.WouldBlock:
+                    return False
+            held.callback(self._lock.release)
+            return True
+        store = self._require_store()
+        if effect is _STORE_LOCK:
+            await held.enter_async_context(store.lock(self._store_key))
+            return None
+        if effect is _STORE_LOAD:
+            return await store.load(self._store_key)
+        assert isinstance(effect, _StoreSave)
+        await store.save(self._store_key, effect.record)
+        return None
+
+    async def _send(self, send: _Send) -> httpx.Response | TransportError:
         try:
-            self._lock.acquire_nowait()
-        except anyio.WouldBlock:
-            return token  # a renewal is already under way
-        try:
-            current = self._token
-            if current is not token:
-                return current if self._usable(current, self._clock.monotonic()) else token
-            try:
-                return await self._sequence(single_attempt=True)
-            except GiosgError as exc:
-                self._soft_failed(token, exc)
-                if self._usable(token, self._clock.monotonic()):
-                    return token
-                return await self._sequence(single_attempt=False)
-        finally:
-            self._lock.release()
-
-    async def _sequence(self, *, single_attempt: bool) -> _Token:
-        """One renewal sequence; called with ``self._lock`` held."""
-        started = self._clock.monotonic()
-        try:
-            token = await self._renew(single_attempt=single_attempt)
-        except GiosgError as exc:
-            if not single_attempt:
-                self._sequence_done(started, exc)
-            raise
-        self._sequence_done(started, None)
-        return token
-
-    async def _renew(self, *, single_attempt: bool) -> _Token:
-        current = self._token
-        refresh = current.refresh_token if current is not None else None
-        if self._store is None:
-            token = await self._drive(self._obtain(refresh, single_attempt=single_attempt))
-            self._install(token)
-            return token
-        async with self._store.lock(self._store_key):
-            record = await self._store.load(self._store_key)
-            stored = record.tokens.get(TOKEN_NAME) if record is not None else None
-            if stored is not None:
-                adopted = self._adoptable(stored)
-                if adopted is not None:
-                    self._install(adopted)
-                    return adopted
-                # The store is shared: its refresh token is the latest one, even if
-                # another process rotated ours.
-                refresh = stored.refresh_token
-            token = await self._drive(self._obtain(refresh, single_attempt=single_attempt))
-            base = record if record is not None else VisitorRecord(visitor_secret_id=None)
-            # Persist before use: a rotated refresh token kept only in memory would be
-            # lost with the process, and the old one is already revoked.
-            await self._store.save(self._store_key, base.with_token(TOKEN_NAME, token.to_stored()))
-            self._install(token)
-            return token
-
-    async def _drive(self, flow: Generator[_Step, _Reply, _Token]) -> _Token:
-        client = self._async_client()
-        try:
-            step = next(flow)
-            while True:
-                reply: _Reply = None
-                if isinstance(step, httpx.Request):
-                    reply = await self._send(client, step)
-                else:
-                    await self._clock.sleep(step)
-                step = flow.send(reply)
-        except StopIteration as stop:
-            token: _Token = stop.value
-            return token
-        finally:
-            flow.close()
-
-    @staticmethod
-    async def _send(client: httpx.AsyncClient, request: httpx.Request) -> _Reply:
-        try:
-            with map_http_errors("token request"):
-                # auth=None: the API client's own auth (maybe this object) must not apply.
-                return await client.send(request, auth=None, follow_redirects=False)
+            # auth=None: the API client's own auth (maybe this object) must not apply.
+            return await send_bounded(
+                self._async_client(),
+                send.request,
+                auth=None,
+                limit=self._limits.auth,
+                deadline=send.deadline,
+                what="token request",
+            )
         except TransportError as exc:
             return exc
 
+    def _run_sync(self, flow: _Flow[_T]) -> _T:
+        """Drive ``flow`` with blocking I/O (``httpx.Client``, threads)."""
+        with ExitStack() as held:
+            return _drive_sync(flow, lambda effect: self._perform_sync(effect, held))
+        raise AssertionError("unreachable")  # pragma: no cover - mypy: the stack may swallow
+
+    def _perform_sync(self, effect: _Effect, held: ExitStack) -> object:
+        if isinstance(effect, _Send):
+            try:
+                return send_bounded_sync(
+                    self._sync_client(),
+                    effect.request,
+                    limit=self._limits.auth,
+                    deadline=effect.deadline,
+                    what="token request",
+                )
+            except TransportError as exc:
+                return exc
+        if isinstance(effect, _Sleep):
+            blocking_sleep(self._clock, effect.seconds)
+            return None
+        if isinstance(effect, _Lock):
+            if not self._thread_lock.acquire(blocking=effect.wait):
+                return False
+            held.callback(self._thread_lock.release)
+            return True
+        # _access_sync refuses a store before any flow starts.
+        raise RuntimeError("stores are async: use httpx.AsyncClient")  # pragma: no cover
+
+    def _require_store(self) -> Store:
+        if self._store is None:  # pragma: no cover - the flow yields store effects only with one
+            raise RuntimeError("no store configured")
+        return self._store
+
     def _async_client(self) -> httpx.AsyncClient:
         if self._http_client is None:
-            self._http_client = httpx.AsyncClient(timeout=_DEFAULT_TIMEOUT, follow_redirects=False)
-        return self._http_client
-
-    # Sync path (httpx.Client) ------------------------------------------------------------
-
-    def _access_sync(self) -> _Token:
-        self._check_open()
-        if self._store is not None:
-            raise RuntimeError(
-                "ClientCredentials with a store needs httpx.AsyncClient (stores are async)"
+            self._http_client = httpx.AsyncClient(
+                timeout=self._timeouts.httpx_timeout(), follow_redirects=False
             )
-        token = self._token
-        now = self._clock.monotonic()
-        if self._usable(token, now):
-            if self._soft_due(token, now):
-                return self._soft_renew_sync(token)
-            return token
-        seen = self._sequences
-        with self._thread_lock:
-            if self._sequences != seen and self._last_failure is not None:
-                raise self._last_failure
-            token = self._token
-            if self._usable(token, self._clock.monotonic()):
-                return token
-            return self._sequence_sync(single_attempt=False)
-
-    def _soft_renew_sync(self, token: _Token) -> _Token:
-        if not self._thread_lock.acquire(blocking=False):
-            return token
-        try:
-            current = self._token
-            if current is not token:
-                return current if self._usable(current, self._clock.monotonic()) else token
-            try:
-                return self._sequence_sync(single_attempt=True)
-            except GiosgError as exc:
-                self._soft_failed(token, exc)
-                if self._usable(token, self._clock.monotonic()):
-                    return token
-                return self._sequence_sync(single_attempt=False)
-        finally:
-            self._thread_lock.release()
-
-    def _sequence_sync(self, *, single_attempt: bool) -> _Token:
-        started = self._clock.monotonic()
-        current = self._token
-        refresh = current.refresh_token if current is not None else None
-        try:
-            token = self._drive_sync(self._obtain(refresh, single_attempt=single_attempt))
-        except GiosgError as exc:
-            if not single_attempt:
-                self._sequence_done(started, exc)
-            raise
-        self._install(token)
-        self._sequence_done(started, None)
-        return token
-
-    def _drive_sync(self, flow: Generator[_Step, _Reply, _Token]) -> _Token:
-        client = self._sync_client()
-        try:
-            step = next(flow)
-            while True:
-                reply: _Reply = None
-                if isinstance(step, httpx.Request):
-                    try:
-                        with map_http_errors("token request"):
-                            reply = client.send(step, auth=None, follow_redirects=False)
-                    except TransportError as exc:
-                        reply = exc
-                else:
-                    time.sleep(step)
-                step = flow.send(reply)
-        except StopIteration as stop:
-            token: _Token = stop.value
-            return token
-        finally:
-            flow.close()
+        return self._http_client
 
     def _sync_client(self) -> httpx.Client:
         if self._sync_http_client is None:
-            self._sync_http_client = httpx.Client(timeout=_DEFAULT_TIMEOUT, follow_redirects=False)
+            self._sync_http_client = httpx.Client(
+                timeout=self._timeouts.httpx_timeout(), follow_redirects=False
+            )
         return self._sync_http_client
 
     def _close_sync_client(self) -> None:
         if self._owns_sync_http_client and self._sync_http_client is not None:
             self._sync_http_client.close()
+
+
+# Effects the flows yield, and the drivers that perform them ---------------------------------
+
+
+@attrs.frozen
+class _Send:
+    """Send a token request (no auth, no redirects).
+
+    The reply is its response, read whole within ``deadline`` seconds (a retry gets what
+    is left of the retry deadline), or the :class:`TransportError` it failed with.
+    """
+
+    request: httpx.Request
+    deadline: float
+
+
+@attrs.frozen
+class _Sleep:
+    """Wait this many seconds on the injected clock."""
+
+    seconds: float
+
+
+@attrs.frozen
+class _Lock:
+    """Take the single-flight lock until the flow ends; the reply says whether it was taken.
+
+    ``wait=False`` takes it only if it is free (an early renewal never queues).
+    """
+
+    wait: bool
+
+
+@attrs.frozen
+class _StoreSave:
+    """Save ``record`` under the store key."""
+
+    record: VisitorRecord
+
+
+class _StoreEffect(enum.Enum):
+    LOCK = "lock"  # hold store.lock(store_key) until the flow ends
+    LOAD = "load"  # reply: the stored VisitorRecord, or None
+
+
+_STORE_LOCK: Final = _StoreEffect.LOCK
+_STORE_LOAD: Final = _StoreEffect.LOAD
+
+_Effect = _Send | _Sleep | _Lock | _StoreSave | _StoreEffect
+_Flow = Generator[_Effect, Any, _T]
+
+
+@attrs.frozen
+class _Outcome:
+    """What performing an effect gave: a reply, or the exception it raised."""
+
+    reply: object = None
+    error: Exception | None = None
+
+    @classmethod
+    async def of(cls, pending: Awaitable[object]) -> _Outcome:
+        try:
+            return cls(await pending)
+        except Exception as exc:
+            return cls(error=exc)
+
+    @classmethod
+    def of_call(cls, perform: Callable[[_Effect], object], effect: _Effect) -> _Outcome:
+        try:
+            return cls(perform(effect))
+        except Exception as exc:
+            return cls(error=exc)
+
+
+@attrs.frozen
+class _Finished(Generic[_T]):
+    value: _T
+
+
+def _resume(flow: _Flow[_T], outcome: _Outcome) -> _Effect | _Finished[_T]:
+    """Hand ``outcome`` to ``flow``: its next effect, or its result once it has finished.
+
+    A failure is thrown into the flow at the ``yield`` that asked for the effect, so the
+    flow's own ``try`` blocks see it as they would a failed call.
+    """
+    try:
+        if outcome.error is not None:
+            return flow.throw(outcome.error)
+        return flow.send(outcome.reply)
+    except StopIteration as stop:
+        return _Finished(stop.value)
+
+
+async def _drive_async(flow: _Flow[_T], perform: Callable[[_Effect], Awaitable[object]]) -> _T:
+    """Run ``flow`` to its end, performing each effect with ``perform``."""
+    with closing(flow):
+        step = _resume(flow, _Outcome())
+        while not isinstance(step, _Finished):
+            step = _resume(flow, await _Outcome.of(perform(step)))
+        return step.value
+
+
+def _drive_sync(flow: _Flow[_T], perform: Callable[[_Effect], object]) -> _T:
+    """:func:`_drive_async` for blocking effects."""
+    with closing(flow):
+        step = _resume(flow, _Outcome())
+        while not isinstance(step, _Finished):
+            step = _resume(flow, _Outcome.of_call(perform, step))
+        return step.value

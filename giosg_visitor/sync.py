@@ -13,7 +13,8 @@ Example:
     ...     for message in chat.messages(timeout=60):
     ...         print(message.sender_public_name, message.message)
 
-Every object mirrors its async counterpart. Waiting calls take an optional ``timeout``
+Every object mirrors its async counterpart: its calls and properties are generated from
+the async ones (same arguments, same documentation). Waiting calls take an optional ``timeout``
 (seconds) and raise the built-in :class:`TimeoutError` when it runs out; for the
 iterators (messages, member changes, online operators, raw channels) a timeout, like
 Ctrl-C, interrupts only the waiting, so no item is ever lost. Close the visitor (or use
@@ -22,25 +23,41 @@ Ctrl-C, interrupts only the waiting, so no item is ever lost. Close the visitor 
 
 from __future__ import annotations
 
+import inspect
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import CancelledError, Future
 from contextlib import AbstractContextManager
 from functools import partial
 from types import TracebackType
-from typing import Any, Generic, Literal, Protocol, Self, TypeVar, TypeVarTuple, final
+from typing import (
+    Any,
+    ClassVar,
+    Concatenate,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    Self,
+    TypeVar,
+    TypeVarTuple,
+    final,
+    overload,
+)
 
 import anyio
+import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from . import visitor as _visitor
 from ._auth import SessionState
 from .chat import Chat as _AsyncChat
-from .models import Action, ChatInfo, IdentityChange, Membership, Message, OnlineUser, Room
-from .notebook import Transcript
+from .models import ChatInfo, IdentityChange, Membership, Message, OnlineUser
+from .realtime.connection import RealtimeConnection
 from .realtime.events import SubscriptionEvent
 from .realtime.streams import Subscription as _AsyncSubscription
 from .rooms import OnlineOperators as _AsyncOnlineOperators
+from .stores.base import Store
 
 
 __all__ = [
@@ -55,11 +72,17 @@ __all__ = [
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 PosArgsT = TypeVarTuple("PosArgsT")
+P = ParamSpec("P")
+R = TypeVar("R")
+A = TypeVar("A")
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _AsyncStream(Protocol[T_co]):
+class _AsyncSteps(Protocol[T_co]):
     def __anext__(self) -> Awaitable[T_co]: ...
 
+
+class _AsyncStream(_AsyncSteps[T_co], Protocol[T_co]):
     async def aclose(self) -> None: ...
 
 
@@ -187,16 +210,170 @@ class _Stepper(Generic[T]):
         return item
 
 
+# Generated twins ---------------------------------------------------------------------------
+#
+# A blocking twin is not written out by hand: each one is a descriptor built from the
+# async method or property it mirrors, so its signature and docstring are the async
+# one's (tests/test_sync_twins.py checks every public member of the async API has its
+# twin). Only what genuinely differs is written here: lifecycles, streams (which take a
+# ``timeout`` per step) and waits (which take a ``timeout``).
+
+
+class _Twin(Protocol):
+    """What a blocking twin holds: its async object and the runner of its loop."""
+
+    @property
+    def _target(self) -> Any: ...
+
+    def _require_runner(self) -> _Runner: ...
+
+
+@final
+class _Blocking(Generic[P, R]):
+    """A blocking twin of an async method: awaits it on the visitor's loop and waits.
+
+    ``convert`` turns the async result into its twin (an async ``Chat`` into a
+    :class:`Chat`). The bound twin carries the async method's signature (``self``
+    dropped, the converted return type) and docstring, for ``help()`` and IDEs.
+    """
+
+    def __init__(
+        self,
+        method: Callable[Concatenate[Any, P], Awaitable[Any]],
+        convert: Callable[[Any, Any], R] | None,
+        returns: object = inspect.Parameter.empty,
+    ) -> None:
+        self._method = method
+        self._convert = convert
+        self._name = method.__name__
+        self._owner: type = object  # set by __set_name__
+        self.__doc__ = method.__doc__
+        signature = inspect.signature(method)
+        if convert is not None:
+            signature = signature.replace(return_annotation=returns)
+        self.__signature__ = signature
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        if name != self._name:
+            raise TypeError(f"{owner.__name__}.{name} mirrors {self._name}: use the same name")
+        self._owner = owner
+
+    @overload
+    def __get__(
+        self, instance: None, owner: type | None = None
+    ) -> Callable[Concatenate[Any, P], R]: ...
+
+    @overload
+    def __get__(self, instance: _Twin, owner: type | None = None) -> Callable[P, R]: ...
+
+    def __get__(
+        self, instance: _Twin | None, owner: type | None = None
+    ) -> Callable[Concatenate[Any, P], R] | Callable[P, R]:
+        if instance is None:
+            return self._unbound()
+        convert = self._convert
+        name = self._name
+
+        def blocking(*args: P.args, **kwargs: P.kwargs) -> R:
+            runner = instance._require_runner()
+            method = getattr(instance._target, name)
+            result = runner.call(partial(method, *args, **kwargs))
+            return convert(instance, result) if convert is not None else result
+
+        parameters = list(self.__signature__.parameters.values())[1:]
+        return self._describe(blocking, self.__signature__.replace(parameters=parameters))
+
+    def _unbound(self) -> Callable[Concatenate[Any, P], R]:
+        """The twin as read from the class: a plain function, for ``help()`` and the docs."""
+
+        def unbound(twin: _Twin, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return self.__get__(twin)(*args, **kwargs)
+
+        return self._describe(unbound, self.__signature__)
+
+    def _describe(self, func: F, signature: inspect.Signature) -> F:
+        func.__name__ = self._name
+        func.__qualname__ = f"{self._owner.__name__}.{self._name}"
+        func.__module__ = __name__
+        func.__doc__ = self.__doc__
+        func.__signature__ = signature  # type: ignore[attr-defined]
+        return func
+
+
+def _blocking(method: Callable[Concatenate[Any, P], Awaitable[R]]) -> _Blocking[P, R]:
+    """The blocking twin of ``method`` (same arguments, same result)."""
+    return _Blocking(method, None)
+
+
+def _blocking_to(
+    method: Callable[Concatenate[Any, P], Awaitable[A]],
+    convert: Callable[[Any, A], R],
+    returns: object,
+) -> _Blocking[P, R]:
+    """The blocking twin of ``method`` whose result becomes ``convert(twin, result)``."""
+    return _Blocking(method, convert, returns)
+
+
+@final
+class _Mirror(Generic[T]):
+    """A read-only property that reads the async object's property of the same name."""
+
+    def __init__(self, source: Any) -> None:
+        self.__doc__ = source.__doc__ if isinstance(source, property) else None
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type | None = None) -> property: ...
+
+    @overload
+    def __get__(self, instance: _Twin, owner: type | None = None) -> T: ...
+
+    def __get__(self, instance: _Twin | None, owner: type | None = None) -> property | T:
+        if instance is None:
+            # Read from the class, it is a property (for help() and the docs).
+            return property(partial(_read, name=self._name), doc=self.__doc__)
+        value: T = _read(instance, name=self._name)
+        return value
+
+
+def _read(twin: _Twin, *, name: str) -> Any:
+    return getattr(twin._target, name)
+
+
 class _BlockingStream(Generic[T]):
     """A blocking iterator over an async stream that lives on the visitor's loop."""
 
-    def __init__(self, runner: _Runner, stream: _AsyncStream[T], timeout: float | None) -> None:
+    _what: ClassVar[str] = "stream"
+
+    def __init__(
+        self,
+        runner: _Runner,
+        stream: _AsyncSteps[T],
+        timeout: float | None,
+        release: Callable[[], object],
+    ) -> None:
         self._runner = runner
         self._stream = stream
         self._timeout = timeout
         self._closed = False
         self._stepper = _Stepper(runner, stream.__anext__)
+        self._release = release  # how to stop following, on the loop
         runner.track(self)
+
+    @classmethod
+    def over(cls, runner: _Runner, stream: _AsyncStream[T], timeout: float | None) -> Self:
+        """The twin of ``stream``, released with the stream's ``aclose()``."""
+        return cls(runner, stream, timeout, partial(runner.call_unchecked, stream.aclose))
+
+    @property
+    def _target(self) -> _AsyncSteps[T]:
+        return self._stream
+
+    def _require_runner(self) -> _Runner:
+        return self._runner
 
     @property
     def is_closed(self) -> bool:
@@ -218,7 +395,7 @@ class _BlockingStream(Generic[T]):
             RuntimeError: The stream or its visitor was closed before the call.
         """
         if self.is_closed:
-            raise RuntimeError("the stream is closed")
+            raise RuntimeError(f"the {self._what} is closed")
         return self._stepper.next(self._timeout, closed=lambda: self.is_closed)
 
     def close(self) -> None:
@@ -228,12 +405,12 @@ class _BlockingStream(Generic[T]):
         self._closed = True
         self._runner.untrack(self)
         if not self._runner.is_closed:
-            self._runner.call_unchecked(self._stream.aclose)
+            self._release()
 
     def _close_for_shutdown(self) -> None:
         if not self._closed:
             self._closed = True
-            self._runner.call_unchecked(self._stream.aclose)
+            self._release()
 
     def __enter__(self) -> Self:
         return self
@@ -280,16 +457,12 @@ class Subscription(_BlockingStream[SubscriptionEvent]):
     :class:`~giosg_visitor.Resubscribed` / :class:`~giosg_visitor.Gap` markers.
     """
 
-    def __init__(
-        self, runner: _Runner, subscription: _AsyncSubscription, timeout: float | None
-    ) -> None:
-        super().__init__(runner, subscription, timeout)
-        self._subscription = subscription
+    _stream: _AsyncSubscription
 
-    @property
-    def channel(self) -> str:
-        """The channel."""
-        return self._subscription.channel
+    channel: _Mirror[str] = _Mirror(_AsyncSubscription.channel)
+    is_subscribed: _Mirror[bool] = _Mirror(_AsyncSubscription.is_subscribed)
+    buffered: _Mirror[int] = _Mirror(_AsyncSubscription.buffered)
+    dropped: _Mirror[int] = _Mirror(_AsyncSubscription.dropped)
 
     def wait_subscribed(self, timeout: float | None = None) -> None:
         """Wait until the server has confirmed the channel.
@@ -298,14 +471,14 @@ class Subscription(_BlockingStream[SubscriptionEvent]):
             TimeoutError: Not confirmed within ``timeout`` seconds.
             SubscriptionError: The server refused the channel.
         """
-        self._runner.call(_with_timeout, timeout, self._subscription.wait_subscribed)
+        self._runner.call(_with_timeout, timeout, self._stream.wait_subscribed)
 
     def __repr__(self) -> str:
         return f"<sync.Subscription channel={self.channel!r} closed={self.is_closed}>"
 
 
 @final
-class OnlineOperators:
+class OnlineOperators(_BlockingStream[list[OnlineUser]]):
     """The operators online in a room, live (blocking).
 
     Get one from :meth:`Visitor.online_operators`; it is following the room already.
@@ -318,84 +491,45 @@ class OnlineOperators:
                 print(len(current), "online")
     """
 
-    def __init__(
-        self,
-        runner: _Runner,
-        operators: _AsyncOnlineOperators,
-        context: AbstractContextManager[_AsyncOnlineOperators],
-        timeout: float | None,
-    ) -> None:
-        self._runner = runner
-        self._operators = operators
-        self._context = context
-        self._timeout = timeout
-        self._closed = False
-        self._stepper = _Stepper(runner, operators.__anext__)
-        runner.track(self)
+    _what = "online-operators view"
+    _stream: _AsyncOnlineOperators
+
+    def __init__(self, runner: _Runner, operators: _AsyncOnlineOperators, timeout: float | None):
+        # The async view follows the room while entered: entered here, exited on close.
+        context = runner.portal.wrap_async_context_manager(operators)
+        context.__enter__()
+        release = partial(context.__exit__, None, None, None)
+        try:
+            super().__init__(runner, operators, timeout, release)
+        except BaseException:
+            release()  # the visitor closed meanwhile: stop following at once
+            raise
 
     @property
     def room_id(self) -> str:
         """The room."""
-        return self._operators.room_id
+        return self._stream.room_id
 
     @property
     def current(self) -> list[OnlineUser]:
         """The operators online now (as of the last change seen)."""
-        if self._closed or self._runner.is_closed:
-            return self._operators.current
+        if self.is_closed:
+            return self._stream.current
         # Read on the loop thread: the loop mutates the underlying dict.
-        return self._runner.run_sync(lambda: self._operators.current)
+        return self._runner.run_sync(lambda: self._stream.current)
 
     @property
     def is_online(self) -> bool:
         """Whether any operator is online."""
         return bool(self.current)
 
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> list[OnlineUser]:
-        """Wait for the next change; return the operators online after it.
-
-        Raises:
-            TimeoutError: No change within the timeout (nothing is lost; iterate again).
-            StopIteration: The subscription ended, or was closed while this call waited.
-            RuntimeError: Closed before the call.
-        """
-        if self._closed or self._runner.is_closed:
-            raise RuntimeError("the online-operators view is closed")
-        return self._stepper.next(
-            self._timeout, closed=lambda: self._closed or self._runner.is_closed
-        )
-
-    def close(self) -> None:
-        """Stop following the room. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._runner.untrack(self)
-        if not self._runner.is_closed:
-            self._context.__exit__(None, None, None)
-
-    def _close_for_shutdown(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._context.__exit__(None, None, None)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
-        online = len(self._operators.current)
+        online = len(self._stream.current)
         return f"<sync.OnlineOperators room={self.room_id} online={online}>"
+
+
+def _chat_twin(twin: _Twin, chat: _AsyncChat) -> Chat:
+    return Chat(twin._require_runner(), chat)
 
 
 @final
@@ -404,43 +538,35 @@ class Chat:
 
     Get one from :meth:`Visitor.start_chat`, :meth:`Visitor.chat` or :meth:`Visitor.chats`.
     Its :attr:`info` (and so :attr:`is_ended` and :attr:`is_waiting`) follows the server
-    live while the visitor is open.
+    live while the visitor is open. Every call takes the arguments of its async twin.
     """
 
     def __init__(self, runner: _Runner, chat: _AsyncChat) -> None:
         self._runner = runner
         self._chat = chat
 
-    # Live state ---------------------------------------------------------------------------
-
     @property
-    def id(self) -> str:
-        """The chat id."""
-        return self._chat.id
+    def _target(self) -> _AsyncChat:
+        return self._chat
 
-    @property
-    def room_id(self) -> str | None:
-        """The room of the chat."""
-        return self._chat.room_id
+    def _require_runner(self) -> _Runner:
+        return self._runner
 
-    @property
-    def info(self) -> ChatInfo:
-        """The latest chat resource."""
-        return self._chat.info
+    id: _Mirror[str] = _Mirror(_AsyncChat.id)
+    room_id: _Mirror[str | None] = _Mirror(_AsyncChat.room_id)
+    info: _Mirror[ChatInfo] = _Mirror(_AsyncChat.info)
+    is_ended: _Mirror[bool] = _Mirror(_AsyncChat.is_ended)
+    is_waiting: _Mirror[bool] = _Mirror(_AsyncChat.is_waiting)
 
-    @property
-    def is_ended(self) -> bool:
-        """Whether the chat has ended (it then accepts no messages)."""
-        return self._chat.is_ended
-
-    @property
-    def is_waiting(self) -> bool:
-        """Whether the visitor is waiting for an operator's reply."""
-        return self._chat.is_waiting
-
-    def refresh(self) -> ChatInfo:
-        """Fetch the chat from the server and return it."""
-        return self._runner.call(self._chat.refresh)
+    refresh = _blocking(_AsyncChat.refresh)
+    send = _blocking(_AsyncChat.send)
+    choose = _blocking(_AsyncChat.choose)
+    history = _blocking(_AsyncChat.history)
+    transcript = _blocking(_AsyncChat.transcript)
+    members = _blocking(_AsyncChat.members)
+    typing = _blocking(_AsyncChat.typing)
+    set_participating = _blocking(_AsyncChat.set_participating)
+    end = _blocking(_AsyncChat.end)
 
     def wait_changed(self, timeout: float | None = None) -> ChatInfo:
         """Wait for the next change of :attr:`info` and return it.
@@ -458,42 +584,6 @@ class Chat:
         """
         self._runner.call(_with_timeout, timeout, self._chat.wait_ended)
 
-    # Messages -----------------------------------------------------------------------------
-
-    def send(self, text: str) -> Message:
-        """Send a text message (never sent twice; see :meth:`giosg_visitor.Chat.send`).
-
-        Raises:
-            TypeError: ``text`` is not a string.
-            ValueError: ``text`` is empty.
-            MessageTooLongError: Longer than the server's limit (not sent).
-            ChatEndedError: The chat has ended.
-            GiosgError: Another failure (typed).
-        """
-        return self._runner.call(self._chat.send, text)
-
-    def choose(self, action: Action) -> Message:
-        """Send the visitor's choice of a button (see :meth:`giosg_visitor.Chat.choose`).
-
-        Raises:
-            NotChoosableError: A link button or an action without ids (nothing was sent).
-            ChatEndedError: The chat has ended.
-            GiosgError: Another failure (typed).
-        """
-        return self._runner.call(self._chat.choose, action)
-
-    def history(self) -> list[Message]:
-        """Every message so far, oldest first."""
-        return self._runner.call(self._chat.history)
-
-    def transcript(self, *, title: str | None = None) -> Transcript:
-        """The history as a :class:`~giosg_visitor.notebook.Transcript` (HTML in Jupyter).
-
-        Args:
-            title: The heading (default: the chat id).
-        """
-        return Transcript(self.history(), title=title if title is not None else f"Chat {self.id}")
-
     def messages(
         self, *, include_history: bool = True, timeout: float | None = None
     ) -> MessageStream:
@@ -507,13 +597,7 @@ class Chat:
         stream = self._runner.run_sync(
             partial(self._chat.messages, include_history=include_history)
         )
-        return MessageStream(self._runner, stream, timeout)
-
-    # Members and typing -------------------------------------------------------------------
-
-    def members(self) -> list[Membership]:
-        """The chat's participants (visitor and operators)."""
-        return self._runner.call(self._chat.members)
+        return MessageStream.over(self._runner, stream, timeout)
 
     def member_changes(self, *, timeout: float | None = None) -> MemberStream:
         """Live membership updates (operators joining, typing, leaving), current first.
@@ -522,19 +606,7 @@ class Chat:
             timeout: Seconds each step may wait before :class:`TimeoutError`.
         """
         stream = self._runner.run_sync(self._chat.member_changes)
-        return MemberStream(self._runner, stream, timeout)
-
-    def typing(self, is_typing: bool = True) -> None:
-        """Tell the operators whether the visitor is typing."""
-        self._runner.call(self._chat.typing, is_typing)
-
-    def set_participating(self, is_participating: bool) -> None:
-        """Tell the server whether the visitor's chat window is open."""
-        self._runner.call(self._chat.set_participating, is_participating)
-
-    def end(self) -> ChatInfo:
-        """End the chat (permanently: it accepts no more messages)."""
-        return self._runner.call(self._chat.end)
+        return MemberStream.over(self._runner, stream, timeout)
 
     def __repr__(self) -> str:
         state = "ended" if self.is_ended else ("waiting" if self.is_waiting else "open")
@@ -548,7 +620,8 @@ class Visitor:
     Takes the same arguments as :class:`giosg_visitor.Visitor`. Start it with ``with``
     (or :meth:`start`, then :meth:`close`): starting authenticates or resumes the visitor
     and opens the real-time socket, on a loop in a background thread, so it also works
-    while another event loop (Jupyter's, say) runs in the calling thread.
+    while another event loop (Jupyter's, say) runs in the calling thread. Every call
+    takes the arguments of its async twin; properties read the async visitor's.
 
     Example:
         >>> with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
@@ -578,15 +651,25 @@ class Visitor:
             raise ValueError('backend must be "asyncio" or "trio"')
         # Creating the async visitor does no I/O and binds nothing to a loop: it only
         # checks the arguments, so mistakes surface here rather than in the thread.
-        self._visitor = _visitor.Visitor(organization_id, **kwargs)
+        self._setup(_visitor.Visitor(organization_id, **kwargs), parent=None)
         self._backend = backend
         self._backend_options = backend_options
+
+    def _setup(self, visitor: _visitor.Visitor, parent: Visitor | None) -> None:
+        self._visitor = visitor
+        # A visitor from for_organization() runs on its parent's loop (it may share the
+        # parent's HTTP client, which belongs to that loop).
+        self._parent = parent
         self._portal_context: AbstractContextManager[BlockingPortal] | None = None
         self._visitor_context: AbstractContextManager[_visitor.Visitor] | None = None
         self._runner: _Runner | None = None
         self._start_lock = threading.Lock()
         self._started = False
         self._closed = False
+
+    @property
+    def _target(self) -> _visitor.Visitor:
+        return self._visitor
 
     # Lifecycle ----------------------------------------------------------------------------
 
@@ -606,6 +689,14 @@ class Visitor:
             if self._started:
                 raise RuntimeError("a Visitor can be started only once; create a new one")
             self._started = True
+        if self._parent is not None:
+            parent_runner = self._parent._require_runner()
+            visitor_context = parent_runner.portal.wrap_async_context_manager(self._visitor)
+            visitor_context.__enter__()
+            self._visitor_context = visitor_context
+            self._runner = _Runner(parent_runner.portal)
+            parent_runner.track(self)
+            return self
         portal_context = start_blocking_portal(self._backend, self._backend_options)
         portal = portal_context.__enter__()
         visitor_context = portal.wrap_async_context_manager(self._visitor)
@@ -623,7 +714,8 @@ class Visitor:
         """Close open streams, stop the visitor and its loop thread. Safe to call twice.
 
         Iterations blocked in other threads end (``StopIteration``); other calls blocked
-        in other threads raise :class:`RuntimeError`.
+        in other threads raise :class:`RuntimeError`. Visitors made with
+        :meth:`for_organization` are closed first (they run on this one's loop).
         """
         with self._start_lock:
             self._closed = True
@@ -633,6 +725,8 @@ class Visitor:
         resources = runner.begin_close()
         if resources is None:
             return
+        if self._parent is not None and self._parent._runner is not None:
+            self._parent._runner.untrack(self)
         try:
             for resource in reversed(resources):
                 resource._close_for_shutdown()
@@ -641,12 +735,15 @@ class Visitor:
                 assert self._visitor_context is not None
                 self._visitor_context.__exit__(None, None, None)
             finally:
-                # Cancel calls still waiting in other threads, then join the loop thread.
-                try:
-                    runner.portal.call(runner.portal.stop, True)
-                finally:
-                    assert self._portal_context is not None
-                    self._portal_context.__exit__(None, None, None)
+                if self._portal_context is not None:
+                    # Cancel calls still waiting in other threads, then join the loop thread.
+                    try:
+                        runner.portal.call(runner.portal.stop, True)
+                    finally:
+                        self._portal_context.__exit__(None, None, None)
+
+    def _close_for_shutdown(self) -> None:
+        self.close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -661,39 +758,22 @@ class Visitor:
 
     # Properties ---------------------------------------------------------------------------
 
-    @property
-    def organization_id(self) -> str:
-        """The organization this visitor belongs to."""
-        return self._visitor.organization_id
-
-    @property
-    def key(self) -> str:
-        """The store key (the caller's own id for this visitor)."""
-        return self._visitor.key
-
-    @property
-    def visitor_id(self) -> str:
-        """The public visitor id in this organization.
-
-        Raises:
-            RuntimeError: The visitor has not been started.
-        """
-        return self._visitor.visitor_id
+    organization_id: _Mirror[str] = _Mirror(_visitor.Visitor.organization_id)
+    key: _Mirror[str] = _Mirror(_visitor.Visitor.key)
+    visitor_id: _Mirror[str] = _Mirror(_visitor.Visitor.visitor_id)
+    identity_change: _Mirror[IdentityChange | None] = _Mirror(_visitor.Visitor.identity_change)
+    socket_url: _Mirror[str] = _Mirror(_visitor.Visitor.socket_url)
+    base_url: _Mirror[httpx.URL] = _Mirror(_visitor.Visitor.base_url)
+    store: _Mirror[Store] = _Mirror(_visitor.Visitor.store)
+    # Objects of the visitor's loop: use them only inside call(), on that loop.
+    realtime: _Mirror[RealtimeConnection] = _Mirror(_visitor.Visitor.realtime)
+    auth: _Mirror[httpx.Auth] = _Mirror(_visitor.Visitor.auth)
+    http_client: _Mirror[httpx.AsyncClient] = _Mirror(_visitor.Visitor.http_client)
 
     @property
     def state(self) -> SessionState:
         """The session state (``ANONYMOUS`` before start, ``CLOSED`` after)."""
         return SessionState.CLOSED if self._closed else self._visitor.state
-
-    @property
-    def identity_change(self) -> IdentityChange | None:
-        """Set when the stored secret was rejected and a new visitor took its place."""
-        return self._visitor.identity_change
-
-    @property
-    def socket_url(self) -> str:
-        """The real-time socket URL from the latest auth response."""
-        return self._visitor.socket_url
 
     @property
     def async_visitor(self) -> _visitor.Visitor:
@@ -710,20 +790,12 @@ class Visitor:
         """
         return self._require_runner().call(func, *args)
 
-    def renew(self) -> None:
-        """Renew the access token now."""
-        self._require_runner().call(self._visitor.renew)
-
-    def start_chat(self, room_id: str, *, join_room: bool = True) -> Chat:
-        """Start a chat in a room.
-
-        Args:
-            room_id: The room.
-            join_room: Register the visitor in the room first (and keep its presence fresh).
-        """
-        runner = self._require_runner()
-        start = partial(self._visitor.start_chat, room_id, join_room=join_room)
-        return Chat(runner, runner.call(start))
+    renew = _blocking(_visitor.Visitor.renew)
+    start_chat = _blocking_to(_visitor.Visitor.start_chat, _chat_twin, "Chat")
+    chat = _blocking_to(_visitor.Visitor.chat, _chat_twin, "Chat")
+    room = _blocking(_visitor.Visitor.room)
+    brand = _blocking(_visitor.Visitor.brand)
+    join_room = _blocking(_visitor.Visitor.join_room)
 
     def chats(self) -> list[Chat]:
         """The visitor's chats, oldest first."""
@@ -734,18 +806,16 @@ class Visitor:
 
         return [Chat(runner, chat) for chat in runner.call(collect)]
 
-    def chat(self, chat_id: str) -> Chat:
-        """One of the visitor's chats by id (``NotFoundError`` if it is not theirs)."""
-        runner = self._require_runner()
-        return Chat(runner, runner.call(self._visitor.chat, chat_id))
+    def for_organization(self, organization_id: str) -> Visitor:
+        """The same visitor (same secret, store and key) in another organization.
 
-    def room(self, room_id: str) -> Room:
-        """A room's public details (``is_online`` among them)."""
-        return self._require_runner().call(self._visitor.room, room_id)
-
-    def join_room(self, room_id: str) -> None:
-        """Register the visitor in a room and keep its presence fresh until close."""
-        self._require_runner().call(self._visitor.join_room, room_id)
+        The returned visitor is not started: use it with ``with`` (or :meth:`start`). It
+        runs on this visitor's loop thread, so start it while this one is running; closing
+        this one closes it too.
+        """
+        twin = Visitor.__new__(Visitor)
+        twin._setup(self._visitor.for_organization(organization_id), parent=self)
+        return twin
 
     def online_operators(self, room_id: str, *, timeout: float | None = None) -> OnlineOperators:
         """Follow the operators online in a room (current value, then each change).
@@ -757,9 +827,7 @@ class Visitor:
         """
         runner = self._require_runner()
         operators = runner.run_sync(self._visitor.online_operators, room_id)
-        context = runner.portal.wrap_async_context_manager(operators)
-        context.__enter__()
-        return OnlineOperators(runner, operators, context, timeout)
+        return OnlineOperators(runner, operators, timeout)
 
     def subscribe(self, channel: str, *, timeout: float | None = None) -> Subscription:
         """Raw events of a real-time channel, as a blocking iterator.
@@ -772,7 +840,7 @@ class Visitor:
         # Returned in a tuple: the portal awaits an awaitable result, and a subscription
         # only defines __await__ to explain that it is not meant to be awaited.
         (subscription,) = runner.run_sync(lambda: (self._visitor.subscribe(channel),))
-        return Subscription(runner, subscription, timeout)
+        return Subscription.over(runner, subscription, timeout)
 
     def _require_runner(self) -> _Runner:
         runner = self._runner

@@ -68,6 +68,15 @@ class FakeClock:
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._counter), event))
         await event.wait()
 
+    def blocking_sleep(self, seconds: float) -> None:
+        """A blocking caller's sleep: moves the virtual time forward by ``seconds`` at once.
+
+        Code without an event loop (``httpx.Client`` auth) cannot wait for a test to call
+        :meth:`advance`, so its own sleep is the time passing. Async sleepers whose
+        deadline it passes wake at the next :meth:`advance`.
+        """
+        self._now += max(0.0, seconds)
+
     @property
     def next_deadline(self) -> float | None:
         """The earliest pending sleeper's wake-up time."""
