@@ -125,10 +125,6 @@ class VisitorAPI:
         """The real-time channel of a chat's memberships (typing, presence)."""
         return f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
 
-    def room_channel(self, room_id: str) -> str:
-        """The real-time channel of a room (``is_online``)."""
-        return self._room_path(room_id)
-
     def online_users_channel(self, room_id: str) -> str:
         """The real-time channel of a room's online operators."""
         return f"{self._room_path(room_id)}/online_users"
@@ -205,10 +201,6 @@ class VisitorAPI:
         """H: a chat's participants."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
         return self._paginate(path, Membership.from_api)
-
-    def list_chat_memberships(self) -> AsyncIterator[Membership]:
-        """I: the visitor's own memberships in all chats."""
-        return self._paginate(f"{self._visitor_path()}/chat_memberships", Membership.from_api)
 
     async def update_chat_membership(self, chat_id: str, changes: Mapping[str, Any]) -> Membership:
         """J: typing / window-open status (a full PUT of fixed values: safe to retry)."""

@@ -10,7 +10,8 @@ import anyio
 import attrs
 import httpx
 
-from giosg_visitor import RetryPolicy, Store, Visitor, VisitorRecord
+from giosg_visitor import RetryPolicy, Store, Visitor
+from giosg_visitor.stores import VisitorRecord
 from giosg_visitor.testing import FakeClock, FakeGiosg
 
 

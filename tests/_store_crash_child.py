@@ -32,8 +32,13 @@ import anyio
 import anyio.to_thread
 
 from giosg_visitor._secret import Secret
-from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
-from giosg_visitor.stores import FileStore, SQLiteStore
+from giosg_visitor.stores import (
+    FileStore,
+    OrganizationSession,
+    SQLiteStore,
+    StoredToken,
+    VisitorRecord,
+)
 
 
 def build_record(seed: int, version: int) -> VisitorRecord:

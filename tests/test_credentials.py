@@ -50,8 +50,7 @@ from giosg_visitor.errors import (
     UnsupportedGrantTypeError,
     UntrustedEndpointError,
 )
-from giosg_visitor.models import StoredToken, VisitorRecord
-from giosg_visitor.stores import MemoryStore
+from giosg_visitor.stores import MemoryStore, StoredToken, VisitorRecord
 from giosg_visitor.testing._clock import FakeClock
 
 

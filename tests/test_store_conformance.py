@@ -25,8 +25,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from giosg_visitor._secret import Secret
 from giosg_visitor.errors import StoreUnavailableError
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store
+from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store, VisitorRecord
 from giosg_visitor.testing._store_suite import check_store
 
 from ._store_faults import immutable_folder, sqlite_held_exclusive

@@ -35,7 +35,7 @@ from giosg_visitor.errors import (
     StoreTimeoutError,
     StoreUnavailableError,
 )
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores._records import VisitorRecord
 
 from .base import check_key
 
