@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any as _Any
 
 from ._auth import SessionState as SessionState
 from ._budget import RetryBudget as RetryBudget
 from ._clock import Clock as Clock, SystemClock as SystemClock
-from ._compat import moved_names
+from ._compat import moved_names as _moved_names
 from ._http import ResponseLimits as ResponseLimits, Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
@@ -195,7 +195,7 @@ __all__ = [
 
 #: Store records were exported here; they belong to giosg_visitor.stores (with the Store
 #: protocol). The old imports keep working, with a DeprecationWarning.
-_moved = moved_names(
+_moved = _moved_names(
     __name__,
     dict.fromkeys(
         ["AuthSession", "OrganizationSession", "StoredToken", "VisitorRecord"],
@@ -205,7 +205,7 @@ _moved = moved_names(
 )
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _Any:
     # The version is read lazily: importlib.metadata is slow to import.
     if name == "__version__":
         from importlib.metadata import version

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
-from giosg_visitor.realtime.connection import forget_discovered_strategies
+from giosg_visitor.realtime._strategy import forget_discovered_strategies
 from giosg_visitor.testing import FakeGiosg
 
 # The backend coverage guard, a collection hook (re-exported so pytest finds it here).

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from .._compat import moved_names
+from .._compat import moved_names as _moved_names
 from ..errors import HandshakeRejectedError as HandshakeRejectedError
 from ._backoff import ReconnectPolicy as ReconnectPolicy
 from ._tokens import TokenSource as TokenSource
@@ -82,7 +82,7 @@ __all__ = [
 #: Names this package exported before they became private: connection policy (how a close
 #: code or a handshake status is handled, how a socket URL is checked), not API. Old
 #: imports keep working, with a DeprecationWarning.
-__getattr__ = moved_names(
+__getattr__ = _moved_names(
     __name__,
     {
         "CloseAction": f"{__name__}._backoff",
