@@ -38,10 +38,11 @@ logger = logging.getLogger("giosg_visitor.chat")
 
 #: Backfill attempts after a reconnect before the stream reports the failure upward.
 _BACKFILL_ATTEMPTS: Final = 5
-#: How far the server's clock may be behind ours, seconds. The API has no idempotency key
-#: (``giosg-visitor-api.md``), so a send with a lost response is matched on read-back by
-#: text, sender, being unclaimed, and ``created_at`` no earlier than the send's start
-#: minus this margin: an older message of the same text is never taken for it.
+#: How far the server's clock may be behind ours, seconds. The message API takes no
+#: idempotency key (a repeated POST is a second message), so a send with a lost response
+#: is matched on read-back by text, sender, being unclaimed, and ``created_at`` no earlier
+#: than the send's start minus this margin: an older message of the same text is never
+#: taken for it.
 READ_BACK_CLOCK_SKEW: Final = 120.0
 
 

@@ -370,7 +370,8 @@ async def save_fresh(kind: str, path: Path, key: str, record: VisitorRecord) -> 
 @pytest.mark.parametrize("kind", KINDS)
 def test_sigkill_during_saves_leaves_previous_or_new_record(tmp_path: Path, kind: str) -> None:
     """After a SIGKILL at a random moment a fresh store loads the previous or the new record."""
-    # GIOSG_CRASH_TRIALS sets the number of kills for long runs (T16 asks for 10,000).
+    # GIOSG_CRASH_TRIALS sets the number of kills; the long reliability run uses 10,000
+    # (tests/reliability/README.md).
     trials = int(os.environ.get("GIOSG_CRASH_TRIALS", "20"))
     seed = random.randrange(2**32)
     rng = random.Random(seed)

@@ -457,7 +457,7 @@ Endpoint = Callable[..., Callable[[Request], Awaitable[Response]]]
 
 
 def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[Route]:
-    """The routes of endpoints B-O (A, auth, lives in ``_fake.py``)."""
+    """The routes of the visitor endpoints (auth lives in ``_fake.py``)."""
 
     def error(status: int, body: Any) -> JSONResponse:
         return JSONResponse(
