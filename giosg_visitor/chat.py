@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import anyio
@@ -13,6 +12,7 @@ import anyio
 from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
 from ._dedupe import SeenWindow
 from ._facts import MEMBER_ID_KEY, choice_body
+from ._lifecycle import AsyncResource
 from .errors import (
     APIError,
     ChatEndedError,
@@ -352,7 +352,7 @@ class Chat:
         return f"<Chat {self.id} {state}>"
 
 
-class _ChannelStream:
+class _ChannelStream(AsyncResource):
     """Shared machinery: subscribe first, then read state from REST, then follow live."""
 
     def __init__(self, chat: Chat, channel: str) -> None:
@@ -362,17 +362,8 @@ class _ChannelStream:
         self._started = False
         self._closed = False
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         await self._ensure_started()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self
