@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.stores import (
     FileStore,
     OrganizationSession,

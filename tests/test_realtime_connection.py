@@ -24,7 +24,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import (
     ConnectionClosedError,
     SubscriptionError,
@@ -48,8 +48,8 @@ from giosg_visitor.realtime import (
     SubscriptionEvent,
 )
 from giosg_visitor.realtime._transport import SocketConnection
-from giosg_visitor.testing._clock import FakeClock
-from giosg_visitor.testing._router import DropMode, MessageRouter
+from giosg_visitor.testing import FakeClock, MessageRouter
+from giosg_visitor.testing._router import DropMode
 from tests._router_harness import RouterHarness
 
 

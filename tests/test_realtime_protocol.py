@@ -10,8 +10,8 @@ import attrs
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from giosg_visitor import Secret
 from giosg_visitor._redact import RedactingFilter, redact
-from giosg_visitor._secret import Secret
 from giosg_visitor.realtime import (
     Change,
     Closed,

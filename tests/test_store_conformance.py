@@ -23,7 +23,7 @@ import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import StoreUnavailableError
 from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store, VisitorRecord
 from giosg_visitor.testing._store_suite import check_store

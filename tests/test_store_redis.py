@@ -17,7 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import (
     ProtocolError,
     StoreConnectionError,
