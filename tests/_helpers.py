@@ -35,6 +35,7 @@ class VirtualWorld:
     client: httpx.AsyncClient
 
     def visitor(self, **kwargs: Any) -> Visitor:
+        """A visitor of this world (virtual clock, in-process client, no socket)."""
         kwargs.setdefault("clock", self.clock)
         kwargs.setdefault("http_client", self.client)
         # In-process (ASGI) mode has no message router to connect to.
@@ -42,18 +43,35 @@ class VirtualWorld:
         return Visitor(ORG_ID, base_url=self.giosg.base_url, **kwargs)
 
     async def get_chats(self, visitor: Visitor) -> httpx.Response:
+        """GET the visitor's chat list with the visitor's auth."""
         url = f"{self.giosg.base_url}/api/v5/public/visitors/{visitor.visitor_id}/chats"
         return await self.client.get(url, auth=visitor.auth)
 
 
 @asynccontextmanager
-async def virtual_world(*, lifetime: float = 1800.0, **kwargs: Any) -> AsyncIterator[VirtualWorld]:
-    """A FakeGiosg on a FakeClock, reached through an in-process transport."""
-    clock = FakeClock()
+async def virtual_world(
+    *,
+    lifetime: float = 1800.0,
+    clock: Callable[[], FakeClock] = FakeClock,
+    wrap: Callable[[httpx.AsyncBaseTransport, FakeClock], httpx.AsyncBaseTransport] | None = None,
+    **kwargs: Any,
+) -> AsyncIterator[VirtualWorld]:
+    """A FakeGiosg on a virtual clock, reached through an in-process transport.
+
+    Args:
+        lifetime: The fake's token lifetime, seconds.
+        clock: Makes the clock (a ``FakeClock`` with another settle step, say).
+        wrap: Wraps the in-process transport (a fault-injecting layer, say).
+        kwargs: More ``FakeGiosg`` options (``rooms`` defaults to ``[ROOM_ID]``).
+    """
+    fake_clock = clock()
     kwargs.setdefault("rooms", [ROOM_ID])
-    giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
-    async with httpx.AsyncClient(transport=giosg.transport()) as client:
-        yield VirtualWorld(giosg, clock, client)
+    giosg = FakeGiosg(token_lifetime=lifetime, clock=fake_clock, **kwargs)
+    transport = giosg.transport()
+    if wrap is not None:
+        transport = wrap(transport, fake_clock)
+    async with httpx.AsyncClient(transport=transport) as client:
+        yield VirtualWorld(giosg, fake_clock, client)
 
 
 async def get_chats(giosg: FakeGiosg, visitor: Visitor) -> httpx.Response:
