@@ -194,14 +194,15 @@ __all__ = [
 
 
 #: Store records were exported here; they belong to giosg_visitor.stores (with the Store
-#: protocol). The old imports keep working, with a DeprecationWarning.
+#: protocol). The old imports keep working, silently for now: code that still uses them
+#: would fail under ``-W error`` otherwise.
 _moved = _moved_names(
     __name__,
     dict.fromkeys(
         ["AuthSession", "OrganizationSession", "StoredToken", "VisitorRecord"],
         "giosg_visitor.stores",
     ),
-    stacklevel=3,
+    deprecated=False,
 )
 
 

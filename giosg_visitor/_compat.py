@@ -12,7 +12,7 @@ __all__ = ["moved_names"]
 
 
 def moved_names(
-    module: str, moved: Mapping[str, str], *, deprecated: bool = True, stacklevel: int = 2
+    module: str, moved: Mapping[str, str], *, deprecated: bool = True
 ) -> Callable[[str], Any]:
     """A module ``__getattr__`` that finds each name of ``moved`` in its new module.
 
@@ -22,9 +22,8 @@ def moved_names(
     Args:
         module: The old module's ``__name__`` (for the messages).
         moved: Name -> dotted path of the module that now holds it.
-        deprecated: Warn (``DeprecationWarning``) on each access.
-        stacklevel: Frames from the warning to the importing line: 2 when the result is
-            the module's ``__getattr__``, 3 when a ``__getattr__`` of its own calls it.
+        deprecated: Warn (``DeprecationWarning``, at the importing line) on each access;
+            the result must then be the module's ``__getattr__`` itself.
     """
 
     def forward(name: str) -> Any:
@@ -37,7 +36,7 @@ def moved_names(
             warnings.warn(
                 f"{module}.{name} will be removed: {advice}",
                 DeprecationWarning,
-                stacklevel=stacklevel,
+                stacklevel=2,
             )
         return getattr(import_module(home), name)
 
