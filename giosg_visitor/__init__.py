@@ -7,7 +7,7 @@ from typing import Any as _Any
 from ._auth import SessionState as SessionState
 from ._budget import RetryBudget as RetryBudget
 from ._clock import Clock as Clock, SystemClock as SystemClock
-from ._compat import moved_names as _moved_names
+from ._compat import STORE_RECORDS as _STORE_RECORDS, moved_names as _moved_names
 from ._http import ResponseLimits as ResponseLimits, Timeouts as Timeouts
 from ._renewal import RenewalPolicy as RenewalPolicy, RetryPolicy as RetryPolicy
 from ._secret import Secret as Secret
@@ -196,14 +196,7 @@ __all__ = [
 #: Store records were exported here; they belong to giosg_visitor.stores (with the Store
 #: protocol). The old imports keep working, silently for now: code that still uses them
 #: would fail under ``-W error`` otherwise.
-_moved = _moved_names(
-    __name__,
-    dict.fromkeys(
-        ["AuthSession", "OrganizationSession", "StoredToken", "VisitorRecord"],
-        "giosg_visitor.stores",
-    ),
-    deprecated=False,
-)
+_moved = _moved_names(__name__, _STORE_RECORDS, deprecated=False)
 
 
 def __getattr__(name: str) -> _Any:

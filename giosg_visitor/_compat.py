@@ -8,7 +8,12 @@ from importlib import import_module
 from typing import Any
 
 
-__all__ = ["moved_names"]
+__all__ = ["STORE_RECORDS", "moved_names"]
+
+#: The store records, once exported by the root package and ``models``, and their home.
+STORE_RECORDS: Mapping[str, str] = dict.fromkeys(
+    ["AuthSession", "OrganizationSession", "StoredToken", "VisitorRecord"], "giosg_visitor.stores"
+)
 
 
 def moved_names(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast, final, get_args
 
 import attrs
 
-from ._compat import moved_names
+from ._compat import STORE_RECORDS, moved_names
 from ._facts import (
     ACTION_LABEL_FIELD,
     CHOICE_DISABLES_WHOLE_MESSAGE,
@@ -53,14 +53,7 @@ if TYPE_CHECKING:
         VisitorRecord as VisitorRecord,
     )
 
-__getattr__ = moved_names(
-    __name__,
-    dict.fromkeys(
-        ["AuthSession", "OrganizationSession", "StoredToken", "VisitorRecord"],
-        "giosg_visitor.stores",
-    ),
-    deprecated=False,
-)
+__getattr__ = moved_names(__name__, STORE_RECORDS, deprecated=False)
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
