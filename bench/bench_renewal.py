@@ -40,7 +40,7 @@ import anyio.lowlevel
 import httpx
 
 from giosg_visitor import MemoryStore, RenewalPolicy, Visitor
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores import VisitorRecord
 from giosg_visitor.testing import FakeGiosg
 
 

@@ -48,7 +48,7 @@ import httpx
 import psutil
 
 from giosg_visitor import MemoryStore, RenewalPolicy, Visitor, VisitorPool
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores import VisitorRecord
 
 
 class RecordingStore:

@@ -1,4 +1,4 @@
-"""The visitor's public REST endpoints (A-O of the protocol doc), typed.
+"""The visitor's public REST endpoints (all but auth, which is ``_auth.py``'s), typed.
 
 Request policy, in one place:
 
@@ -124,10 +124,6 @@ class VisitorAPI:
         """The real-time channel of a chat's memberships (typing, presence)."""
         return f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
 
-    def room_channel(self, room_id: str) -> str:
-        """The real-time channel of a room (``is_online``)."""
-        return self._room_path(room_id)
-
     def online_users_channel(self, room_id: str) -> str:
         """The real-time channel of a room's online operators."""
         return f"{self._room_path(room_id)}/online_users"
@@ -135,43 +131,43 @@ class VisitorAPI:
     # Endpoints ----------------------------------------------------------------------------
 
     async def join_room(self, room_id: str, presence_expires_in: int) -> Mapping[str, Any]:
-        """B: register the visitor in a room with a presence lifetime."""
+        """Register the visitor in a room with a presence lifetime."""
         body = {"id": self._visitor_id(), "presence_expires_in": presence_expires_in}
         # Creating the same room visitor twice answers 200: safe to retry.
         return await self._json("POST", f"{self._room_path(room_id)}/visitors", body, retry=True)
 
     async def refresh_presence(self, room_id: str, presence_expires_in: int) -> Mapping[str, Any]:
-        """C: refresh the visitor's presence in a room."""
+        """Refresh the visitor's presence in a room."""
         path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}"
         return await self._json("PATCH", path, {"presence_expires_in": presence_expires_in})
 
     async def create_chat(self, room_id: str) -> ChatInfo:
-        """D: start a chat in a room (not retried: a retry could start a second chat)."""
+        """Start a chat in a room (not retried: a retry could start a second chat)."""
         path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}/chats"
         data = await self._json("POST", path, {"chat_type": "visitor"}, retry=False)
         return ChatInfo.from_api(data)
 
     def list_chats(self) -> AsyncIterator[ChatInfo]:
-        """E: the visitor's chats, following every page."""
+        """The visitor's chats, following every page."""
         return self._paginate(f"{self._visitor_path()}/chats", ChatInfo.from_api)
 
     async def get_chat(self, chat_id: str) -> ChatInfo:
-        """O: one chat."""
+        """One chat."""
         data = await self._json("GET", f"{self._visitor_path()}/chats/{_segment(chat_id)}")
         return ChatInfo.from_api(data)
 
     async def end_chat(self, chat_id: str) -> ChatInfo:
-        """N: end a chat (``is_ended`` is a fixed target state, so retrying is safe)."""
+        """End a chat (``is_ended`` is a fixed target state, so retrying is safe)."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}"
         return ChatInfo.from_api(await self._json("PATCH", path, {"is_ended": True}))
 
     def list_messages(self, chat_id: str) -> AsyncIterator[Message]:
-        """F: a chat's messages, following every page."""
+        """A chat's messages, following every page."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
         return self._paginate(path, lambda data: Message.from_api(data, chat_id=chat_id))
 
     async def send_message(self, chat_id: str, body: Mapping[str, Any]) -> Message:
-        """G: send a message. Never retried here (see the module docstring)."""
+        """Send a message. Never retried here (see the module docstring)."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/messages"
         data = await self._json("POST", path, body, retry=False)
         message = Message.from_api(data, chat_id=chat_id)
@@ -201,29 +197,25 @@ class VisitorAPI:
         return message_id in self._claimed
 
     def list_memberships(self, chat_id: str) -> AsyncIterator[Membership]:
-        """H: a chat's participants."""
+        """A chat's participants."""
         path = f"{self._visitor_path()}/chats/{_segment(chat_id)}/memberships"
         return self._paginate(path, Membership.from_api)
 
-    def list_chat_memberships(self) -> AsyncIterator[Membership]:
-        """I: the visitor's own memberships in all chats."""
-        return self._paginate(f"{self._visitor_path()}/chat_memberships", Membership.from_api)
-
     async def update_chat_membership(self, chat_id: str, changes: Mapping[str, Any]) -> Membership:
-        """J: typing / window-open status (a full PUT of fixed values: safe to retry)."""
+        """Typing / window-open status (a full PUT of fixed values: safe to retry)."""
         path = f"{self._visitor_path()}/chat_memberships/{_segment(chat_id)}"
         return Membership.from_api(await self._json("PUT", path, changes))
 
     async def get_room(self, room_id: str) -> Room:
-        """K: a room."""
+        """A room."""
         return Room.from_api(await self._json("GET", self._room_path(room_id)))
 
     async def get_brand(self, room_id: str) -> Mapping[str, Any]:
-        """L: a room's brand (``NotFoundError`` when it has none)."""
+        """A room's brand (``NotFoundError`` when it has none)."""
         return await self._json("GET", f"{self._room_path(room_id)}/brand")
 
     def list_online_users(self, room_id: str) -> AsyncIterator[OnlineUser]:
-        """M: the operators online in a room."""
+        """The operators online in a room."""
         return self._paginate(f"{self._room_path(room_id)}/online_users", OnlineUser.from_api)
 
     # Machinery --------------------------------------------------------------------------------

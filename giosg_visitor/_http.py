@@ -300,12 +300,17 @@ def send_bounded_sync(
 
 
 def is_loopback_host(host: str) -> bool:
-    """Whether ``host`` is a loopback name or address (the only place plain http is OK)."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
+    """Whether ``host`` is ``localhost``, in 127.0.0.0/8 or ``::1``.
+
+    Loopback is the only place plain http/ws is allowed (tests and the fake), for the API
+    and the socket alike. An IPv6 address may come with or without its URL brackets, and
+    a name with or without its trailing root dot (``localhost.`` is ``localhost``).
+    """
+    name = host.strip("[]").lower().rstrip(".")
+    if name == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
 

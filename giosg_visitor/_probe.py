@@ -44,6 +44,7 @@ from ._renewal import RetryPolicy
 from ._secret import Secret
 from .errors import (
     APIError,
+    BinaryFrameError,
     ConnectionClosedError,
     GiosgError,
     TransportError,
@@ -57,12 +58,10 @@ from .realtime import (
     RealtimeProtocol,
     SubscribeAck,
     SubscribeFailed,
-    classify_handshake,
-    socket_endpoint,
 )
+from .realtime._backoff import classify_handshake
 from .realtime._inspect import InspectedHandshakeError, InspectedSocket, open_inspected
-from .realtime._transport import BinaryFrameError
-from .realtime._urls import DEFAULT_ALLOWED_HOSTS, Strategy, check_socket_url
+from .realtime._urls import DEFAULT_ALLOWED_HOSTS, Strategy, check_socket_url, socket_endpoint
 from .stores.base import Store
 from .stores.file import FileStore
 from .stores.memory import MemoryStore

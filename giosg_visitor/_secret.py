@@ -9,7 +9,7 @@ import json
 import threading
 import weakref
 from collections.abc import Iterable
-from typing import Any, Final, NoReturn, final
+from typing import Final, NoReturn, final
 from urllib.parse import quote, quote_plus
 
 
@@ -117,12 +117,6 @@ class _Registry:
             if self._entries.pop(self._dead.pop(), None) is not None:
                 self._matcher = None
 
-    def values(self) -> list[str]:
-        with self._lock:
-            self._purge()
-            alive = (ref() for ref, _ in self._entries.values())
-            return [secret.reveal() for secret in alive if secret is not None]
-
     def matcher(self) -> SecretMatcher:
         with self._lock:
             self._purge()
@@ -134,11 +128,6 @@ class _Registry:
 
 
 _registry = _Registry()
-
-
-def live_secret_values() -> list[str]:
-    """Every secret value currently alive in this process (for redaction only)."""
-    return _registry.values()
 
 
 def live_secret_matcher() -> SecretMatcher:
@@ -188,10 +177,3 @@ class SecretMatcher:
         for form in found:
             text = text.replace(form, mask)
         return text
-
-
-def as_secret(value: Any) -> Secret:
-    """Wrap a ``str`` (or pass a :class:`Secret` through)."""
-    if isinstance(value, Secret):
-        return value
-    return Secret(value)

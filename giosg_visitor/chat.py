@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, final
 
 import anyio
@@ -13,6 +12,7 @@ import anyio
 from ._api import MAX_MESSAGE_LENGTH, VisitorAPI
 from ._dedupe import SeenWindow
 from ._facts import MEMBER_ID_KEY, choice_body
+from ._lifecycle import AsyncResource
 from .errors import (
     APIError,
     ChatEndedError,
@@ -38,10 +38,11 @@ logger = logging.getLogger("giosg_visitor.chat")
 
 #: Backfill attempts after a reconnect before the stream reports the failure upward.
 _BACKFILL_ATTEMPTS: Final = 5
-#: How far the server's clock may be behind ours, seconds. The API has no idempotency key
-#: (``giosg-visitor-api.md``), so a send with a lost response is matched on read-back by
-#: text, sender, being unclaimed, and ``created_at`` no earlier than the send's start
-#: minus this margin: an older message of the same text is never taken for it.
+#: How far the server's clock may be behind ours, seconds. The message API takes no
+#: idempotency key (a repeated POST is a second message), so a send with a lost response
+#: is matched on read-back by text, sender, being unclaimed, and ``created_at`` no earlier
+#: than the send's start minus this margin: an older message of the same text is never
+#: taken for it.
 READ_BACK_CLOCK_SKEW: Final = 120.0
 
 
@@ -351,7 +352,7 @@ class Chat:
         return f"<Chat {self.id} {state}>"
 
 
-class _ChannelStream:
+class _ChannelStream(AsyncResource):
     """Shared machinery: subscribe first, then read state from REST, then follow live."""
 
     def __init__(self, chat: Chat, channel: str) -> None:
@@ -361,17 +362,8 @@ class _ChannelStream:
         self._started = False
         self._closed = False
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         await self._ensure_started()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __aiter__(self) -> Self:
         return self

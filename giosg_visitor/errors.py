@@ -25,11 +25,13 @@ from ._redact import redact, redact_json
 __all__ = [
     "APIError",
     "AuthenticationError",
+    "BinaryFrameError",
     "ChatEndedError",
     "ClosedError",
     "ConnectionClosedError",
     "DeliveryUnknownError",
     "GiosgError",
+    "HandshakeRejectedError",
     "InvalidClientError",
     "InvalidGrantError",
     "InvalidScopeError",
@@ -121,6 +123,10 @@ class ProtocolError(GiosgError):
     alike. The message names the problem (for example the missing field) but never quotes
     a secret.
     """
+
+
+class BinaryFrameError(ProtocolError):
+    """A binary frame arrived on the text-only message-router protocol (it is skipped)."""
 
 
 # HTTP status errors --------------------------------------------------------------------
@@ -345,6 +351,20 @@ class ConnectionClosedError(RealtimeError):
         super().__init__(redact(message))
         self.code = code
         self.reason = redact(reason)
+
+
+class HandshakeRejectedError(RealtimeError):
+    """The server answered the WebSocket handshake with an HTTP status instead of 101.
+
+    Attributes:
+        status_code: The HTTP status.
+        retry_after: The ``Retry-After`` delay in seconds, if the response had one.
+    """
+
+    def __init__(self, message: str, *, status_code: int, retry_after: float | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after = retry_after
 
 
 class SubscriptionError(RealtimeError):

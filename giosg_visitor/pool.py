@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, Self, TypedDict, Unpack, final
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypedDict, Unpack, final
 
 import anyio
 import anyio.abc
@@ -18,6 +18,7 @@ from ._auth import InvalidSecretPolicy
 from ._clock import Clock, SystemClock
 from ._facts import SocketStrategy
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
+from ._lifecycle import AsyncResource
 from ._limiter import DeadlineLimiter, register, unregister
 from ._renewal import RenewalPolicy, RetryPolicy
 from .errors import ClosedError
@@ -113,7 +114,7 @@ class _Entry:
 
 
 @final
-class VisitorPool:
+class VisitorPool(AsyncResource):
     """Many visitors of one organization, keyed by the caller's own user ids.
 
     Visitors are created on first use (resumed from the store when it knows the key),
@@ -202,7 +203,7 @@ class VisitorPool:
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         if self._stack is not None:
             raise RuntimeError("the pool is already running")
         stack = AsyncExitStack()
@@ -238,15 +239,6 @@ class VisitorPool:
             await stack.__aexit__(None, None, None)
             raise
         self._stack = stack
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every visitor and the shared client."""

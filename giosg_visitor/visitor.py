@@ -38,7 +38,7 @@ from .errors import (
     RenewalFailedError,
     SubscriptionError,
 )
-from .models import ChatInfo, IdentityChange, OrganizationSession, Room
+from .models import ChatInfo, IdentityChange, Room
 from .realtime import (
     DEFAULT_ALLOWED_HOSTS,
     Change,
@@ -52,6 +52,7 @@ from .realtime import (
     Subscription,
 )
 from .rooms import OnlineOperators
+from .stores import OrganizationSession
 from .stores.base import Store, check_key
 from .stores.memory import MemoryStore
 

@@ -37,10 +37,7 @@ import builtins
 import inspect
 import re
 import secrets
-import socket
 import sys
-import threading
-import time
 import types
 from collections.abc import Iterator, Mapping
 from contextlib import AsyncExitStack, ExitStack, contextmanager
@@ -50,7 +47,6 @@ from typing import Any, Final, Literal
 import anyio
 import attrs
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -59,6 +55,7 @@ from starlette.routing import Route
 from giosg_visitor import Visitor, sync
 from giosg_visitor.testing import FakeClock, FakeGiosg
 
+from ._helpers import serve_asgi
 from ._oauth_server import OAuthServer
 
 
@@ -267,12 +264,8 @@ class _ProtectedAPI:
         self._oauth = oauth
         self._api_token = api_token
         app = Starlette(routes=[Route("/me", self._me, methods=["GET"])])
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                app, log_level="warning", access_log=False, lifespan="off", ws="none", http="h11"
-            )
-        )
-        self._thread: threading.Thread | None = None
+        self._app = app
+        self._serving = ExitStack()
         self.url = ""
 
     async def _me(self, request: Request) -> JSONResponse:
@@ -290,25 +283,14 @@ class _ProtectedAPI:
         )
 
     def __enter__(self) -> _ProtectedAPI:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/me"
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
+        port = self._serving.enter_context(
+            serve_asgi(self._app, lifespan="off", ws="none", http="h11")
         )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the docs API server did not start")
-            time.sleep(0.005)
+        self.url = f"http://127.0.0.1:{port}/me"
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._serving.close()
 
 
 @contextmanager

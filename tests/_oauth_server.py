@@ -29,16 +29,15 @@ from __future__ import annotations
 import hmac
 import json
 import secrets
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qsl
 
 import attrs
-import uvicorn
 from authlib.oauth2.rfc6749 import (
     AuthorizationServer,
     ClientMixin,
@@ -56,6 +55,8 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from ._helpers import serve_asgi
 
 
 __all__ = ["OAuthClient", "OAuthServer", "TokenRequestRecord"]
@@ -318,8 +319,7 @@ class OAuthServer:
                 Route("/resource", self._resource, methods=["GET", "POST"]),
             ]
         )
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
+        self._serving = ExitStack()
         self.port = 0
 
     # Setup and state ---------------------------------------------------------------------
@@ -438,38 +438,13 @@ class OAuthServer:
 
     def start(self) -> None:
         """Serve on 127.0.0.1 with a free port in a background thread (its own loop)."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Inherited by accepted sockets: without it, uvicorn's separate header and body
-        # writes meet the client's delayed ACK and every response takes ~40 ms.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self._app,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            loop="asyncio",
+        self.port = self._serving.enter_context(
+            serve_asgi(self._app, lifespan="off", ws="none", http="h11")
         )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [sock]}, daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the OAuth test server did not start")
-            time.sleep(0.005)
 
     def stop(self) -> None:
         """Stop serving and join the thread."""
-        if self._server is not None and self._thread is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
+        self._serving.close()
 
     def __enter__(self) -> OAuthServer:
         self.start()

@@ -1,23 +1,19 @@
-"""Run a :class:`MessageRouter` on its own asyncio loop in a background thread.
+"""Run a :class:`MessageRouter` on a :class:`LoopThread`, for asyncio and trio tests alike.
 
-Both asyncio and trio tests then talk to it over real sockets, exactly as they will to
-``FakeGiosg``. Every router method must run on the router's loop: use :meth:`call` (sync,
-tiny operations) or :meth:`acall` (from async tests, without blocking their loop), or
+Both backends then talk to it over real sockets, exactly as they will to ``FakeGiosg``.
+Every router method must run on the router's loop: use :meth:`call` (sync, tiny
+operations) or :meth:`acall` (from async tests, without blocking their loop), or
 :meth:`submit` to run a whole coroutine (a chaos script) there.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import threading
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, Self, TypeVar, final
 
-import anyio.to_thread
-
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import LoopThread, MessageRouter
 
 
 __all__ = ["RouterHarness"]
@@ -28,7 +24,7 @@ P = ParamSpec("P")
 
 @final
 class RouterHarness:
-    """Start ``router`` on a fresh asyncio loop in a daemon thread.
+    """Start ``router`` on a fresh :class:`LoopThread`.
 
     Args:
         router: The router to serve (not started yet).
@@ -36,12 +32,11 @@ class RouterHarness:
 
     def __init__(self, router: MessageRouter) -> None:
         self.router = router
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name="router-loop", daemon=True)
+        self._thread = LoopThread("router-loop")
         self._started = False
 
     def __enter__(self) -> Self:
-        self._thread.start()
+        self._thread.__enter__()
         self.call_coro(self.router.start(host="127.0.0.1"))
         self._started = True
         return self
@@ -56,9 +51,7 @@ class RouterHarness:
             if self._started:
                 self.call_coro(self.router.stop())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=5)
-            self._loop.close()
+            self._thread.__exit__(exc_type, exc, tb)
 
     @property
     def socket_url(self) -> str:
@@ -67,34 +60,20 @@ class RouterHarness:
 
     def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` on the router's loop and return its result."""
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                future.set_result(fn(*args, **kwargs))
-            except BaseException as exc:  # handed to the caller's thread
-                future.set_exception(exc)
-
-        self._loop.call_soon_threadsafe(run)
-        return future.result(timeout=10)
+        return self._thread.call(fn, *args, **kwargs)
 
     async def acall(self, fn: Callable[..., T], *args: Any) -> T:
         """:meth:`call` from an async test, without blocking the test's event loop."""
-        return await anyio.to_thread.run_sync(lambda: self.call(fn, *args))
+        return await self._thread.acall(fn, *args)
 
     def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run ``coro`` on the router's loop; returns a thread-safe future."""
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return self._thread.submit(coro)
 
     def call_coro(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the router's loop and wait for its result (blocking)."""
-        return self.submit(coro).result(timeout=10)
+        return self._thread.run(coro)
 
     async def await_coro(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the router's loop; wait for it without blocking the test's loop."""
-        future = self.submit(coro)
-        return await anyio.to_thread.run_sync(future.result)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+        return await self._thread.arun(coro)

@@ -31,9 +31,14 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from giosg_visitor._secret import Secret
-from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
-from giosg_visitor.stores import FileStore, SQLiteStore
+from giosg_visitor import Secret
+from giosg_visitor.stores import (
+    FileStore,
+    OrganizationSession,
+    SQLiteStore,
+    StoredToken,
+    VisitorRecord,
+)
 
 
 def build_record(seed: int, version: int) -> VisitorRecord:

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from giosg_visitor._budget import PROCESS_RETRY_BUDGET
-from giosg_visitor.realtime.connection import forget_discovered_strategies
+from giosg_visitor.realtime._strategy import forget_discovered_strategies
 from giosg_visitor.testing import FakeGiosg
 
 # The backend coverage guard, a collection hook (re-exported so pytest finds it here).
@@ -26,7 +26,8 @@ from .redis_server import RedisUnavailable, redis_server, unavailable
 def _full_retry_budget() -> None:
     """Every test starts with the process-wide retry budget full, as a fresh process does.
 
-    The budget is shared by design (T22); without this, a test that exhausts it against
+    The budget is process-wide by design (visitors failing together back off together);
+    without this, a test that exhausts it against
     a failing fake would change what the next test sees.
     """
     PROCESS_RETRY_BUDGET.reset()

@@ -132,23 +132,6 @@ def test_readme_starts_with_the_two_commands(command: str) -> None:
     assert "./scripts/test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_public_names_match_all() -> None:
-    """__all__ is sorted and is exactly the public namespace."""
-    import types
-
-    import giosg_visitor
-
-    public = {
-        name
-        for name, value in vars(giosg_visitor).items()
-        if not name.startswith(("_", "@"))  # "@py_*": pytest's assertion rewriting
-        and not isinstance(value, types.ModuleType)
-        and name != "annotations"  # from __future__
-    }
-    assert giosg_visitor.__all__ == sorted(giosg_visitor.__all__)
-    assert set(giosg_visitor.__all__) - {"__version__"} == public
-
-
 def test_fake_giosg_runs_standalone() -> None:
     """`python -m giosg_visitor.testing` serves auth until interrupted."""
     import signal

@@ -22,6 +22,7 @@ import pytest
 from authlib.oauth2.rfc6749.util import extract_basic_authorization
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
+from giosg_visitor import Secret
 from giosg_visitor._oauth import (
     basic_authorization,
     build_token_request,
@@ -29,7 +30,7 @@ from giosg_visitor._oauth import (
     parse_token_response,
 )
 from giosg_visitor._renewal import RenewalPolicy, RetryPolicy
-from giosg_visitor._secret import Secret, secret_forms
+from giosg_visitor._secret import secret_forms
 from giosg_visitor.credentials import TOKEN_NAME, BearerAuth, ClientCredentials, TokenAuth
 from giosg_visitor.errors import (
     APIError,
@@ -50,9 +51,8 @@ from giosg_visitor.errors import (
     UnsupportedGrantTypeError,
     UntrustedEndpointError,
 )
-from giosg_visitor.models import StoredToken, VisitorRecord
-from giosg_visitor.stores import MemoryStore
-from giosg_visitor.testing._clock import FakeClock
+from giosg_visitor.stores import MemoryStore, StoredToken, VisitorRecord
+from giosg_visitor.testing import FakeClock
 
 
 T = TypeVar("T")

@@ -23,7 +23,7 @@ from giosg_visitor._secret import secret_forms
 from giosg_visitor.credentials import TOKEN_NAME, ClientCredentials
 from giosg_visitor.errors import InvalidClientError, InvalidScopeError
 from giosg_visitor.stores import MemoryStore
-from giosg_visitor.testing._clock import FakeClock
+from giosg_visitor.testing import FakeClock
 
 from ._oauth_server import OAuthServer
 

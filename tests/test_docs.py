@@ -18,6 +18,7 @@ import pytest
 
 import giosg_visitor
 import giosg_visitor.notebook
+import giosg_visitor.stores
 import giosg_visitor.sync
 import giosg_visitor.testing
 
@@ -58,6 +59,9 @@ def public_objects() -> list[str]:
     paths = [f"giosg_visitor.{name}" for name in giosg_visitor.__all__ if name != "__version__"]
     for module in (giosg_visitor.sync, giosg_visitor.testing, giosg_visitor.notebook):
         paths += [f"{module.__name__}.{name}" for name in module.__all__]
+    # The store records live only in giosg_visitor.stores; its stores are top-level too.
+    stores = giosg_visitor.stores
+    paths += [f"giosg_visitor.stores.{n}" for n in stores.__all__ if n not in giosg_visitor.__all__]
     paths += [f"giosg_visitor.testing.pytest_plugin.{name}" for name in PLUGIN_FIXTURES]
     return paths
 

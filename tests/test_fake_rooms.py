@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from giosg_visitor import Visitor
@@ -72,3 +73,49 @@ async def test_accept_any_room_restores_the_permissive_fake() -> None:
 def test_rooms_must_be_a_collection_not_one_id() -> None:
     with pytest.raises(TypeError, match="collection of room ids"):
         FakeGiosg(rooms=ROOM_ID)
+
+
+async def test_every_endpoint_checks_that_the_token_owns_the_path() -> None:
+    """Another visitor's or organization's path is 403; another visitor's chat is 404."""
+    async with (
+        FakeGiosg(rooms=[ROOM_ID]) as giosg,
+        Visitor(ORG_ID, base_url=giosg.base_url, realtime=False) as theirs,
+        httpx.AsyncClient(base_url=giosg.base_url) as client,
+    ):
+        their_chat = await theirs.start_chat(ROOM_ID)
+        auth = await client.post(f"/api/v5/public/orgs/{ORG_ID}/auth")
+        auth.raise_for_status()
+        ours = auth.json()
+        client.headers["Authorization"] = f"Bearer {ours['access_token']}"
+        me, them = ours["visitor_id"], theirs.visitor_id
+        org_room, other_org_room = (
+            f"/api/v5/public/orgs/{org}/rooms/{ROOM_ID}" for org in (ORG_ID, OTHER_ORG_ID)
+        )
+        chat_path = f"/api/v5/public/visitors/{{}}/chats/{their_chat.id}"
+        forbidden = [
+            ("GET", other_org_room),
+            ("GET", f"{other_org_room}/brand"),
+            ("GET", f"{other_org_room}/online_users"),
+            ("POST", f"{other_org_room}/visitors"),
+            ("PATCH", f"{org_room}/visitors/{them}"),
+            ("POST", f"{org_room}/visitors/{them}/chats"),
+            ("GET", f"/api/v5/public/visitors/{them}/chats"),
+            ("GET", f"/api/v5/public/visitors/{them}/chat_memberships"),
+            ("GET", chat_path.format(them)),
+            ("GET", f"{chat_path.format(them)}/messages"),
+        ]
+        for method, path in forbidden:
+            response = await client.request(method, path, json={"id": me})
+            assert (method, path, response.status_code) == (method, path, 403)
+        not_mine = [
+            ("GET", chat_path.format(me)),
+            ("GET", f"{chat_path.format(me)}/messages"),
+            ("GET", f"{chat_path.format(me)}/memberships"),
+            ("PUT", f"/api/v5/public/visitors/{me}/chat_memberships/{their_chat.id}"),
+        ]
+        for method, path in not_mine:
+            response = await client.request(method, path, json={})
+            assert (method, path, response.status_code) == (method, path, 404)
+        # The same calls on our own paths succeed.
+        assert (await client.get(org_room)).status_code == 200
+        assert (await client.get(f"/api/v5/public/visitors/{me}/chats")).status_code == 200

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import SubscriptionError
 from giosg_visitor.realtime import (
     Change,

@@ -24,7 +24,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import (
     ConnectionClosedError,
     SubscriptionError,
@@ -48,8 +48,8 @@ from giosg_visitor.realtime import (
     SubscriptionEvent,
 )
 from giosg_visitor.realtime._transport import SocketConnection
-from giosg_visitor.testing._clock import FakeClock
-from giosg_visitor.testing._router import DropMode, MessageRouter
+from giosg_visitor.testing import FakeClock, MessageRouter
+from giosg_visitor.testing._router import DropMode
 from tests._router_harness import RouterHarness
 
 
@@ -364,7 +364,8 @@ class TestReconnect:
             assert lost.code == code
             assert lost.retry_in is not None
             if mode == "blackhole":
-                # T12: found by keepalive within ping_interval + ping_timeout + 1 s.
+                # A silent peer is found by keepalive: one ping interval to send the
+                # ping, one ping timeout for the pong that never comes, 1 s of slack.
                 assert detected_after <= PING + PING + 1.0
             await next_event(events, Reconnected)
             assert isinstance(await next_item(subscription), Resubscribed)
@@ -398,7 +399,7 @@ class TestReconnect:
     async def test_answering_server_is_not_torn_down(
         self, make_router: MakeRouter, tokens: Tokens
     ) -> None:
-        """A server that answers pings but sends nothing keeps the connection (T12)."""
+        """A server that answers pings but sends nothing keeps the connection (pongs are life)."""
         harness = make_router()
         async with connection(harness, tokens) as conn:
             subscription = conn.subscribe(CHANNEL)
@@ -517,7 +518,7 @@ class _RefusingTransport:
 
 class TestBackoffInTheLoop:
     async def test_reconnect_schedule_on_virtual_time(self, tokens: Tokens) -> None:
-        """Attempt spacing follows T11 on a FakeClock: jittered growth, then 30 s +-20 %."""
+        """Attempts follow ReconnectPolicy on a FakeClock: jittered growth, then 30 s +-20 %."""
         clock = FakeClock()
         transport = _RefusingTransport(clock)
         urls: list[str] = []
@@ -696,7 +697,7 @@ class TestSockJS:
 
 class TestTokenExpiry:
     async def test_reauthorize_prevents_expiry_closes(self, make_router: MakeRouter) -> None:
-        """Re-authorising before expiry: no expired token ever seen, no 4401 close (T13)."""
+        """Re-authorising before expiry: no expired token ever seen, no 4401 close."""
         tokens = Tokens(lifetime=1.0)
         harness = make_router(strict_expiry=True, token_expiry=tokens.expiry_of)
         router = harness.router

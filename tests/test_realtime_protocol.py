@@ -10,8 +10,8 @@ import attrs
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from giosg_visitor import Secret
 from giosg_visitor._redact import RedactingFilter, redact
-from giosg_visitor._secret import Secret
 from giosg_visitor.realtime import (
     Change,
     Closed,
@@ -495,7 +495,7 @@ class TestCloseClassification:
         ],
     )
     def test_close_codes(self, code: int | None, action: CloseAction) -> None:
-        """Close codes map to reconnect / renew-then-reconnect as in reliability.md T14."""
+        """Auth closes (4001/4003/4401/4403) renew then reconnect; every other code reconnects."""
         assert classify_close(code).action is action
 
     @pytest.mark.parametrize("code", [1002, 1003, 1007, 1009])
@@ -523,7 +523,7 @@ class TestCloseClassification:
     def test_handshake_statuses(
         self, status: int, retry_after: float | None, action: CloseAction, wait: float | None
     ) -> None:
-        """Handshake statuses map per T14; Retry-After counts for 429 and 503 only."""
+        """401/403 renew; 3xx, 400, 404 fail; 429, 5xx reconnect (Retry-After: 429/503 only)."""
         verdict = classify_handshake(status, retry_after)
         assert verdict.action is action
         assert verdict.retry_after == wait
@@ -604,7 +604,7 @@ class TestBackoffSchedule:
         )
     )
     def test_schedule_bounds(self, steps: list[tuple[float, float, bool]]) -> None:
-        """Every delay is within the T11 bounds for its retry number and suspension state."""
+        """Every delay is within ReconnectPolicy's bounds for its retry and suspension state."""
         policy = ReconnectPolicy()
         tracker = ReconnectTracker(policy=policy)
         now = 0.0

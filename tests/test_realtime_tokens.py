@@ -5,11 +5,10 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.realtime import RealtimeConnection, TokenSource
 from giosg_visitor.realtime._tokens import FRESH_TOKEN_WINDOW, CallbackTokens
-from giosg_visitor.testing import FakeClock
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import FakeClock, MessageRouter
 from tests._router_harness import RouterHarness
 
 

@@ -8,8 +8,9 @@ import re
 import pytest
 from hypothesis import given, strategies as st
 
+from giosg_visitor._http import is_loopback_host
 from giosg_visitor.errors import UntrustedEndpointError
-from giosg_visitor.realtime._urls import host_allowed, is_loopback, socket_endpoint
+from giosg_visitor.realtime._urls import host_allowed, socket_endpoint
 
 
 GIOSG = "https://messagerouter.giosg.com/003/2/router"
@@ -160,13 +161,17 @@ class TestChecks:
             ("127.9.9.9", True),
             ("::1", True),
             ("localhost", True),
+            ("LocalHost.", True),
+            ("127.0.0.1.", True),
+            ("[::1]", True),
             ("128.0.0.1", False),
+            ("[::2]", False),
             ("localhost.evil.net", False),
         ],
     )
     def test_loopback(self, host: str, loopback: bool) -> None:
-        """Loopback means 127.0.0.0/8, ::1 and localhost."""
-        assert is_loopback(host) is loopback
+        """Loopback means 127.0.0.0/8, ::1 and localhost (brackets, a root dot allowed)."""
+        assert is_loopback_host(host) is loopback
 
     @given(
         label=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-.", min_size=1, max_size=30)

@@ -14,12 +14,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from giosg_visitor import Change, Visitor
-from giosg_visitor._secret import Secret
+from giosg_visitor import Change, Secret, Visitor
 from giosg_visitor.realtime import HandshakeRejectedError, RealtimeConnection, ReconnectPolicy
 from giosg_visitor.realtime.connection import StrategyRefusal
-from giosg_visitor.testing import FakeGiosg
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import FakeGiosg, MessageRouter
 from tests._router_harness import RouterHarness
 
 from ._helpers import ORG_ID, wait_until

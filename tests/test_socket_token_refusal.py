@@ -20,8 +20,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from giosg_visitor import RenewalPolicy, SubscriptionError, Visitor
-from giosg_visitor._secret import Secret
+from giosg_visitor import RenewalPolicy, Secret, SubscriptionError, Visitor
 from giosg_visitor.models import Message
 from giosg_visitor.realtime import (
     Change,

@@ -17,11 +17,11 @@ from giosg_visitor import (
     Change,
     ConnectionState,
     MemoryStore,
+    Secret,
     SubscriptionError,
     Visitor,
     VisitorPool,
 )
-from giosg_visitor._secret import Secret
 from giosg_visitor.realtime import RealtimeConnection
 from giosg_visitor.testing import FakeGiosg
 

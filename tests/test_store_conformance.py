@@ -23,10 +23,9 @@ import anyio.lowlevel
 import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import StoreUnavailableError
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store
+from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store, VisitorRecord
 from giosg_visitor.testing._store_suite import check_store
 
 from ._store_faults import immutable_folder, sqlite_held_exclusive
@@ -371,7 +370,8 @@ async def save_fresh(kind: str, path: Path, key: str, record: VisitorRecord) -> 
 @pytest.mark.parametrize("kind", KINDS)
 def test_sigkill_during_saves_leaves_previous_or_new_record(tmp_path: Path, kind: str) -> None:
     """After a SIGKILL at a random moment a fresh store loads the previous or the new record."""
-    # GIOSG_CRASH_TRIALS sets the number of kills for long runs (T16 asks for 10,000).
+    # GIOSG_CRASH_TRIALS sets the number of kills; the long reliability run uses 10,000
+    # (tests/reliability/README.md).
     trials = int(os.environ.get("GIOSG_CRASH_TRIALS", "20"))
     seed = random.randrange(2**32)
     rng = random.Random(seed)

@@ -15,10 +15,9 @@ import anyio
 import pytest
 
 import giosg_visitor.stores.file as file_module
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import ProtocolError
-from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
-from giosg_visitor.stores import FileStore
+from giosg_visitor.stores import FileStore, OrganizationSession, StoredToken, VisitorRecord
 from giosg_visitor.stores.file import FilePermissionWarning
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from giosg_visitor import FileStore, RedisStore, Secret, SQLiteStore, Visitor, VisitorRecord
+from giosg_visitor import FileStore, RedisStore, Secret, SQLiteStore, Visitor
+from giosg_visitor.stores import VisitorRecord
 from giosg_visitor.testing import FakeGiosg
 
 from ._helpers import FAST_RETRY, ORG_ID, get_chats

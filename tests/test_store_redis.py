@@ -17,7 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import (
     ProtocolError,
     StoreConnectionError,
@@ -27,8 +27,7 @@ from giosg_visitor.errors import (
     TransportError,
     TransportTimeoutError,
 )
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import RedisStore, Store
+from giosg_visitor.stores import RedisStore, Store, VisitorRecord
 from giosg_visitor.testing import check_store
 
 from ._store_faults import redis_refusing_writes

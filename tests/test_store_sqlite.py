@@ -14,10 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
-from giosg_visitor._secret import Secret
+from giosg_visitor import Secret
 from giosg_visitor.errors import ProtocolError
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import SQLiteStore
+from giosg_visitor.stores import SQLiteStore, VisitorRecord
 from giosg_visitor.stores.file import FilePermissionWarning
 
 

@@ -14,10 +14,8 @@ import re
 import secrets
 import select
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
@@ -35,6 +32,7 @@ from websockets.sync.client import ClientConnection, connect
 from giosg_visitor.testing import FakeGiosg
 
 from ._browser import CHROMIUM_ARGS, BrowserUnavailable, find_chromium, unavailable
+from ._helpers import serve_asgi
 
 
 if TYPE_CHECKING:
@@ -72,31 +70,9 @@ def fake() -> Iterator[FakeGiosg]:
 @contextlib.contextmanager
 def serve(app: Starlette) -> Iterator[str]:
     """Serve ``app`` with uvicorn on a free port of 127.0.0.1 in a thread; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        log_level="warning",
-        ws="websockets-sansio",
-        lifespan="on",
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started:
-            assert thread.is_alive(), "uvicorn stopped before it started (see the log)"
-            assert time.monotonic() < deadline, "uvicorn did not start within 30 s"
-            time.sleep(0.02)
+    config = {"ws": "websockets-sansio", "lifespan": "on", "timeout_graceful_shutdown": 2}
+    with serve_asgi(app, **config) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-        assert not thread.is_alive(), "uvicorn did not stop within 30 s"
 
 
 def web_chat_app(giosg: FakeGiosg, tmp_path: Path) -> Starlette:

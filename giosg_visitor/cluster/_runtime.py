@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self, final
 
 import anyio
@@ -31,6 +30,7 @@ import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from giosg_visitor._clock import Clock
+from giosg_visitor._lifecycle import AsyncResource
 from giosg_visitor.errors import GiosgError
 
 from ._placement import preferred_owner
@@ -91,7 +91,7 @@ class Deliveries:
 
 
 @final
-class ClusterRuntime:
+class ClusterRuntime(AsyncResource):
     """Runs a pool's share of the cluster (entered by the pool while it is open)."""
 
     def __init__(
@@ -118,7 +118,7 @@ class ClusterRuntime:
 
     # Lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
@@ -132,14 +132,9 @@ class ClusterRuntime:
             await stack.__aexit__(None, None, None)
             raise
         self._stack = stack
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Hand every lease over and leave the cluster; idempotent."""
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()

@@ -11,18 +11,11 @@
 
 from __future__ import annotations
 
-from ._backoff import (
-    CloseAction as CloseAction,
-    ReconnectPolicy as ReconnectPolicy,
-    classify_close as classify_close,
-    classify_handshake as classify_handshake,
-)
+from .._compat import moved_names as _moved_names
+from ..errors import HandshakeRejectedError as HandshakeRejectedError
+from ._backoff import ReconnectPolicy as ReconnectPolicy
 from ._tokens import TokenSource as TokenSource
-from ._transport import HandshakeRejectedError as HandshakeRejectedError
-from ._urls import (
-    DEFAULT_ALLOWED_HOSTS as DEFAULT_ALLOWED_HOSTS,
-    socket_endpoint as socket_endpoint,
-)
+from ._urls import DEFAULT_ALLOWED_HOSTS as DEFAULT_ALLOWED_HOSTS
 from .connection import (
     ConnectionState as ConnectionState,
     ConnectionStats as ConnectionStats,
@@ -56,7 +49,6 @@ from .streams import ConnectionEvents as ConnectionEvents, Subscription as Subsc
 
 __all__ = [
     "Change",
-    "CloseAction",
     "Closed",
     "Connected",
     "ConnectionEvent",
@@ -84,7 +76,18 @@ __all__ = [
     "SubscriptionEvent",
     "TokenSource",
     "UnsubscribeAck",
-    "classify_close",
-    "classify_handshake",
-    "socket_endpoint",
 ]
+
+
+#: Names this package exported before they became private: connection policy (how a close
+#: code or a handshake status is handled, how a socket URL is checked), not API. Old
+#: imports keep working, with a DeprecationWarning.
+__getattr__ = _moved_names(
+    __name__,
+    {
+        "CloseAction": f"{__name__}._backoff",
+        "classify_close": f"{__name__}._backoff",
+        "classify_handshake": f"{__name__}._backoff",
+        "socket_endpoint": f"{__name__}._urls",
+    },
+)

@@ -41,9 +41,9 @@ from websockets.protocol import State
 from giosg_visitor._redact import RedactingFilter, redact
 from giosg_visitor._renewal import parse_retry_after
 from giosg_visitor.errors import (
+    BinaryFrameError as BinaryFrameError,
     ConnectionClosedError,
-    ProtocolError,
-    RealtimeError,
+    HandshakeRejectedError as HandshakeRejectedError,
     TransportError,
     TransportTimeoutError,
     UntrustedEndpointError,
@@ -69,20 +69,6 @@ _DATA_OPCODES: Final = frozenset({Opcode.TEXT, Opcode.BINARY, Opcode.CONT})
 _LOGGED_TEXT: Final = 200
 
 
-class HandshakeRejectedError(RealtimeError):
-    """The server answered the WebSocket handshake with an HTTP status instead of 101.
-
-    Attributes:
-        status_code: The HTTP status.
-        retry_after: The ``Retry-After`` delay in seconds, if the response had one.
-    """
-
-    def __init__(self, message: str, *, status_code: int, retry_after: float | None = None):
-        super().__init__(message)
-        self.status_code = status_code
-        self.retry_after = retry_after
-
-
 class RedirectRefusedError(UntrustedEndpointError):
     """The socket endpoint answered the handshake with a redirect (never followed).
 
@@ -93,10 +79,6 @@ class RedirectRefusedError(UntrustedEndpointError):
     def __init__(self, message: str, *, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-class BinaryFrameError(ProtocolError):
-    """A binary frame arrived on the text-only message-router protocol (it is skipped)."""
 
 
 class SocketConnection(Protocol):

@@ -31,6 +31,7 @@ from giosg_visitor._facts import (
     URL_DERIVATIONS,
     SocketStrategy,
 )
+from giosg_visitor._http import is_loopback_host
 from giosg_visitor.errors import UntrustedEndpointError
 
 
@@ -40,7 +41,6 @@ __all__ = [
     "Strategy",
     "check_socket_url",
     "host_allowed",
-    "is_loopback",
     "socket_endpoint",
     "socket_host",
 ]
@@ -154,7 +154,7 @@ def check_socket_url(
     host = _normalise_host(parts.hostname)
     if host is None:
         raise UntrustedEndpointError("socket_url has no valid host", url=socket_url)
-    loopback = is_loopback(host)
+    loopback = is_loopback_host(host)
     if scheme not in _SECURE and not loopback:
         raise UntrustedEndpointError(
             "socket_url must use https or wss (plain http/ws only to loopback)",
@@ -190,21 +190,6 @@ def host_allowed(host: str, patterns: Sequence[str]) -> bool:
         elif wanted and name == wanted:
             return True
     return False
-
-
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` is ``localhost``, in 127.0.0.0/8 or ``::1``.
-
-    Args:
-        host: A host name or IP address (IPv6 without brackets).
-    """
-    name = host.lower().rstrip(".")
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _normalise_host(host: str | None) -> str | None:

@@ -80,7 +80,6 @@ from ._channels import ChannelTable, ConnectionStats as ConnectionStats, Op
 from ._strategy import (
     StrategyChooser,
     StrategyRefusal as StrategyRefusal,
-    forget_discovered_strategies as forget_discovered_strategies,
 )
 from ._tokens import CallbackTokens, TokenSource
 from ._transport import (
@@ -112,7 +111,6 @@ __all__ = [
     "RealtimeConnection",
     "StrategyRefusal",
     "Subscription",
-    "forget_discovered_strategies",
 ]
 
 logger = logging.getLogger("giosg_visitor.realtime")

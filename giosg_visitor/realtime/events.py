@@ -151,6 +151,7 @@ class Change:
     resource: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
 
 
+#: What :class:`~giosg_visitor.realtime.RealtimeProtocol` emits for received frames.
 ProtocolEvent: TypeAlias = (
     Opened | Heartbeat | Closed | SubscribeAck | SubscribeFailed | UnsubscribeAck | Change
 )
@@ -192,6 +193,7 @@ class Gap:
     reason: str
 
 
+#: What a :class:`~giosg_visitor.realtime.Subscription` yields: notifications and markers.
 SubscriptionEvent: TypeAlias = Change | Resubscribed | Gap
 
 
@@ -228,4 +230,5 @@ class Disconnected:
     retry_in: float | None
 
 
+#: What :class:`~giosg_visitor.realtime.ConnectionEvents` yields: the socket's life.
 ConnectionEvent: TypeAlias = Connected | Disconnected | Reconnected | Gap

@@ -40,7 +40,6 @@ import orjson
 
 from giosg_visitor._facts import (
     ACTION_KEY,
-    ACTIONS,
     CHANGED_METHOD,
     CHANNEL_KEY,
     FAIL_KEY,
@@ -78,7 +77,6 @@ logger = logging.getLogger("giosg_visitor.realtime")
 #: ``"raw"``: one JSON message per WebSocket frame. ``"sockjs"``: SockJS framing.
 Framing: TypeAlias = Literal["raw", "sockjs"]
 
-_ACTIONS: Final[frozenset[str]] = frozenset(ACTIONS)
 _ACTION_NAMES: Final[Mapping[str, Action]] = {
     "added": "added",
     "changed": "changed",
@@ -482,14 +480,6 @@ def _resource_id(body: Mapping[str, Any], resource: Mapping[str, Any] | None) ->
         if _is_int(value):
             return str(value)
     return None
-
-
-def _action(value: str) -> Action:
-    if value == "added":
-        return "added"
-    if value == "changed":
-        return "changed"
-    return "removed"
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Generator
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, Self, final
 
 import anyio
 import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .._lifecycle import AsyncResource
 from ._channels import DELIVERED as _DELIVERED, Delivery as _Delivery
 from .events import Change, ConnectionEvent, Gap, Resubscribed, SubscriptionEvent
 
@@ -36,7 +36,7 @@ class _Owner(Protocol):
 
 
 @final
-class Subscription:
+class Subscription(AsyncResource):
     """One consumer's view of a channel: an async iterator of subscription events.
 
     Yields :class:`~giosg_visitor.realtime.events.Change` notifications and the markers
@@ -183,17 +183,6 @@ class Subscription:
             finally:
                 self._waiter = None
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     if not TYPE_CHECKING:
         # Only at run time: type checkers keep reporting `await visitor.subscribe(...)`
         # as an error, and the run-time message says what to write instead.
@@ -269,7 +258,7 @@ class Subscription:
 
 
 @final
-class ConnectionEvents:
+class ConnectionEvents(AsyncResource):
     """An async iterator of :data:`~giosg_visitor.realtime.events.ConnectionEvent` values.
 
     Created by :meth:`~giosg_visitor.realtime.RealtimeConnection.events`; receives the
@@ -304,17 +293,6 @@ class ConnectionEvents:
         self._send.close()
         self._receive.close()
         await anyio.lowlevel.checkpoint()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __del__(self) -> None:
         for stream in (getattr(self, "_send", None), getattr(self, "_receive", None)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
-from ..models import VisitorRecord
+from ._records import VisitorRecord
 
 
 __all__ = ["Store"]

@@ -33,7 +33,7 @@ from giosg_visitor.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores._records import VisitorRecord
 
 from .base import check_key
 

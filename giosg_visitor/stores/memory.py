@@ -8,7 +8,7 @@ from typing import final
 
 import anyio
 
-from ..models import VisitorRecord
+from ._records import VisitorRecord
 from .base import check_key
 
 

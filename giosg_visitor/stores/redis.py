@@ -18,13 +18,14 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Final, Literal, final
 
 import anyio
 import anyio.to_thread
 import attrs
 
+from giosg_visitor._lifecycle import AsyncResource
 from giosg_visitor._redact import redact
 from giosg_visitor.errors import (
     ProtocolError,
@@ -35,7 +36,7 @@ from giosg_visitor.errors import (
     StoreTimeoutError,
     StoreUnavailableError,
 )
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores._records import VisitorRecord
 
 from .base import check_key
 
@@ -173,7 +174,7 @@ def _connection(redis_module: ModuleType, url_or_client: object, *, owner: str) 
 
 
 @final
-class RedisStore:
+class RedisStore(AsyncResource):
     """Keeps records in Redis; the shared choice for workers on several hosts.
 
     Each ``save`` is one ``SET`` of the record's JSON, so it is atomic; how durable it is
@@ -273,18 +274,9 @@ class RedisStore:
     def __repr__(self) -> str:
         return f"<RedisStore {self._target} prefix={self._prefix!r}>"
 
-    async def __aenter__(self) -> RedisStore:
+    async def _aopen(self) -> None:
         if self._closed:
             raise RuntimeError("this RedisStore is closed")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Release the leases this store holds, then close its own client; idempotent.

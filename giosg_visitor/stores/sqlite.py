@@ -21,19 +21,19 @@ import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from types import TracebackType
 from typing import Final, TypeVar, final
 
 import anyio
 import anyio.to_thread
 
+from giosg_visitor._lifecycle import AsyncResource
 from giosg_visitor.errors import (
     ProtocolError,
     StoreCorruptError,
     StoreError,
     StoreUnavailableError,
 )
-from giosg_visitor.models import VisitorRecord
+from giosg_visitor.stores._records import VisitorRecord
 
 from .base import check_key
 from .file import (
@@ -141,7 +141,7 @@ def _is_lit(path: str, owner: str) -> bool:
 
 
 @final
-class SQLiteStore:
+class SQLiteStore(AsyncResource):
     """Keeps records in one SQLite database file; the embedded choice for many visitors.
 
     The standard library's :mod:`sqlite3` runs in worker threads on one connection (WAL
@@ -216,18 +216,9 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"<SQLiteStore path={self._path!r}>"
 
-    async def __aenter__(self) -> SQLiteStore:
+    async def _aopen(self) -> None:
         if self._closed:
             raise RuntimeError("this SQLiteStore is closed")
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection (see :meth:`close`); idempotent."""

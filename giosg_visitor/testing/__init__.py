@@ -4,6 +4,8 @@
 * :class:`FakeClock`: virtual time for renewal and backoff tests.
 * :class:`Fault`: a scripted failure for ``FakeGiosg.inject``.
 * :func:`check_store`: the conformance suite for :class:`~giosg_visitor.Store` implementations.
+* :class:`MessageRouter`: the fake's real-time socket server on its own, for socket tests.
+* :class:`LoopThread`: an asyncio loop in a background thread, to serve a server from.
 
 ``FakeGiosg`` needs the ``fake`` extra (``pip install "giosg-visitor[fake]"``: starlette
 and uvicorn). It is imported on first use, so ``FakeClock``, ``Fault`` and ``check_store``
@@ -16,14 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 from ._clock import FakeClock as FakeClock
 from ._faults import Fault as Fault, FaultPlan as FaultPlan
+from ._loop_thread import LoopThread as LoopThread
 from ._store_suite import check_store as check_store
 
 
 if TYPE_CHECKING:
+    from ._router import MessageRouter as MessageRouter
     from ._server import FakeGiosg as FakeGiosg
 
 
-__all__ = ["FakeClock", "FakeGiosg", "Fault", "FaultPlan", "check_store"]
+__all__ = [
+    "FakeClock",
+    "FakeGiosg",
+    "Fault",
+    "FaultPlan",
+    "LoopThread",
+    "MessageRouter",
+    "check_store",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -37,4 +49,10 @@ def __getattr__(name: str) -> Any:
 
         globals()["FakeGiosg"] = FakeGiosg
         return FakeGiosg
+    if name == "MessageRouter":
+        # Lazy too: it imports the websockets server, which most users never start.
+        from ._router import MessageRouter
+
+        globals()["MessageRouter"] = MessageRouter
+        return MessageRouter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The fake Giosg's state and HTTP app, written from ``giosg-visitor-api.md`` alone.
+"""The fake Giosg's state and HTTP app, written from Giosg's public API documentation alone.
 
 :class:`FakeState` holds organizations' visitors, tokens, and the request journal;
 :func:`build_app` exposes it as a Starlette ASGI app. The app runs either in-process

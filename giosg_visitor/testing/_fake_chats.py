@@ -454,27 +454,56 @@ def with_ids(attachments: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 Endpoint = Callable[..., Callable[[Request], Awaitable[Response]]]
+if TYPE_CHECKING:
+    #: A visitor endpoint after the access check: the token is known to own the path.
+    _Handler = Callable[[Request, TokenInfo], Awaitable[Response]]
 
 
 def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[Route]:
-    """The routes of endpoints B-O (A, auth, lives in ``_fake.py``)."""
+    """The routes of the visitor endpoints (auth lives in ``_fake.py``)."""
 
     def error(status: int, body: Any) -> JSONResponse:
         return JSONResponse(
             body if isinstance(body, dict) else {"detail": body}, status_code=status
         )
 
-    def own_visitor(request: Request, info: TokenInfo | None) -> bool:
-        return info is not None and info.visitor_id == request.path_params.get("visitor_id")
+    def owner(
+        *, org: bool = False, visitor: bool = False
+    ) -> Callable[[_Handler], Callable[[Request, TokenInfo | None], Awaitable[Response]]]:
+        """The access check of every visitor endpoint: 403 unless the token owns the path.
 
-    def own_org(request: Request, info: TokenInfo | None) -> bool:
-        return info is not None and info.organization_id == request.path_params.get("org_id")
+        ``org``: the path's ``org_id`` is the token's organization; ``visitor``: the
+        path's ``visitor_id`` is the token's visitor.
+        """
 
-    def find_chat(request: Request) -> FakeChat | None:
-        chat = world.chats.get(request.path_params["chat_id"])
-        if chat is None or chat.visitor_id != request.path_params["visitor_id"]:
-            return None
-        return chat
+        def wrap(handler: _Handler) -> Callable[[Request, TokenInfo | None], Awaitable[Response]]:
+            async def checked(request: Request, info: TokenInfo | None) -> Response:
+                params = request.path_params
+                if (
+                    info is None
+                    or (org and info.organization_id != params.get("org_id"))
+                    or (visitor and info.visitor_id != params.get("visitor_id"))
+                ):
+                    return error(403, _FORBIDDEN)
+                return await handler(request, info)
+
+            return checked
+
+        return wrap
+
+    def own_chat(
+        handler: Callable[[Request, TokenInfo, FakeChat], Awaitable[Response]],
+    ) -> Callable[[Request, TokenInfo | None], Awaitable[Response]]:
+        """:func:`owner` for the visitor, then 404 unless the path's chat is the visitor's."""
+
+        @owner(visitor=True)
+        async def checked(request: Request, info: TokenInfo) -> Response:
+            chat = world.chats.get(request.path_params["chat_id"])
+            if chat is None or chat.visitor_id != request.path_params["visitor_id"]:
+                return error(404, "Not found.")
+            return await handler(request, info, chat)
+
+        return checked
 
     async def json_body(request: Request) -> dict[str, Any] | None:
         import json
@@ -488,11 +517,9 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
             return None
         return data if isinstance(data, dict) else None
 
-    # B, C: room presence
-    async def join_room(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info):
-            return error(403, _FORBIDDEN)
-        assert info is not None
+    # Room presence
+    @owner(org=True)
+    async def join_room(request: Request, info: TokenInfo) -> Response:
         body = await json_body(request)
         if body is None or not isinstance(body.get("id"), str):
             return error(400, {"id": ["This field is required."]})
@@ -509,11 +536,8 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         room.presence[info.visitor_id] = record
         return JSONResponse(record, status_code=200 if existed else 201)
 
-    async def refresh_presence(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info) or info is None:
-            return error(403, _FORBIDDEN)
-        if request.path_params["visitor_id"] != info.visitor_id:
-            return error(403, _FORBIDDEN)
+    @owner(org=True, visitor=True)
+    async def refresh_presence(request: Request, info: TokenInfo) -> Response:
         body = await json_body(request)
         expires = (body or {}).get("presence_expires_in")
         if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
@@ -525,11 +549,9 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         room.presence[info.visitor_id] = record
         return JSONResponse(record)
 
-    # D, E, O, N: chats
-    async def create_chat(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info) or not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
-        assert info is not None
+    # Chats
+    @owner(org=True, visitor=True)
+    async def create_chat(request: Request, info: TokenInfo) -> Response:
         body = await json_body(request)
         if body is None:
             return error(400, {"non_field_errors": ["Invalid data."]})
@@ -541,19 +563,14 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         chat = world.start_chat(info, request.path_params["room_id"])
         return JSONResponse(chat.resource, status_code=201)
 
-    async def list_chats(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
+    @owner(visitor=True)
+    async def list_chats(request: Request, info: TokenInfo) -> Response:
         vid = request.path_params["visitor_id"]
         chats = [c.resource for c in world.chats.values() if c.visitor_id == vid]
         return world.page(request, chats)
 
-    async def chat_detail(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
-        chat = find_chat(request)
-        if chat is None:
-            return error(404, "Not found.")
+    @own_chat
+    async def chat_detail(request: Request, info: TokenInfo, chat: FakeChat) -> Response:
         if request.method == "GET":
             return JSONResponse(chat.resource)
         body = await json_body(request)
@@ -565,13 +582,9 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
             return error(400, {"is_ended": ["An ended chat cannot be reopened."]})
         return JSONResponse(chat.resource)
 
-    # F, G: messages
-    async def messages(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
-        chat = find_chat(request)
-        if chat is None:
-            return error(404, "Not found.")
+    # Messages
+    @own_chat
+    async def messages(request: Request, info: TokenInfo, chat: FakeChat) -> Response:
         if request.method == "GET":
             return world.page(request, chat.messages)
         body = await json_body(request)
@@ -603,28 +616,19 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
             return error(403, "The chat has ended.")
         return JSONResponse(world.visitor_says(chat, text), status_code=201)
 
-    # H, I, J: memberships
-    async def memberships(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
-        chat = find_chat(request)
-        if chat is None:
-            return error(404, "Not found.")
+    # Memberships
+    @own_chat
+    async def memberships(request: Request, info: TokenInfo, chat: FakeChat) -> Response:
         return world.page(request, list(chat.members.values()))
 
-    async def chat_memberships(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
+    @owner(visitor=True)
+    async def chat_memberships(request: Request, info: TokenInfo) -> Response:
         vid = request.path_params["visitor_id"]
         own = [c.members[vid] for c in world.chats.values() if c.visitor_id == vid]
         return world.page(request, own)
 
-    async def update_chat_membership(request: Request, info: TokenInfo | None) -> Response:
-        if not own_visitor(request, info):
-            return error(403, _FORBIDDEN)
-        chat = find_chat(request)
-        if chat is None:
-            return error(404, "Not found.")
+    @own_chat
+    async def update_chat_membership(request: Request, info: TokenInfo, chat: FakeChat) -> Response:
         body = await json_body(request)
         if body is None:
             return error(400, {"non_field_errors": ["Invalid data."]})
@@ -642,23 +646,20 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         world.publish_member(chat, member, "changed")
         return JSONResponse(member)
 
-    # K, L, M: rooms
-    async def room(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info) or info is None:
-            return error(403, _FORBIDDEN)
+    # Rooms
+    @owner(org=True)
+    async def room(request: Request, info: TokenInfo) -> Response:
         found = world.find_room(info.organization_id, request.path_params["room_id"])
         return JSONResponse(world.room_resource(found)) if found else error(404, "Not found.")
 
-    async def brand(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info) or info is None:
-            return error(403, _FORBIDDEN)
+    @owner(org=True)
+    async def brand(request: Request, info: TokenInfo) -> Response:
         room = world.find_room(info.organization_id, request.path_params["room_id"])
         found = room.brand if room is not None else None
         return JSONResponse(found) if found else error(404, "Not found.")
 
-    async def online_users(request: Request, info: TokenInfo | None) -> Response:
-        if not own_org(request, info) or info is None:
-            return error(403, _FORBIDDEN)
+    @owner(org=True)
+    async def online_users(request: Request, info: TokenInfo) -> Response:
         found = world.find_room(info.organization_id, request.path_params["room_id"])
         if found is None:
             return error(404, "Not found.")

@@ -19,7 +19,7 @@ import attrs
 
 from giosg_visitor._secret import Secret
 from giosg_visitor.errors import StoreError
-from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
+from giosg_visitor.stores import OrganizationSession, StoredToken, VisitorRecord
 from giosg_visitor.stores.base import Store
 
 

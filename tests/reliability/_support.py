@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import json
 import random
@@ -20,11 +21,10 @@ import socket
 import ssl
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, final
+from typing import Self, final
 
 import attrs
 import httpx
@@ -33,10 +33,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from giosg_visitor import Clock, Visitor
-from giosg_visitor.testing import FakeClock, FakeGiosg
+from giosg_visitor import Clock
 
-from .._helpers import ORG_ID, ROOM_ID
+from .._helpers import VirtualWorld as World, virtual_world
 from ._clock import virtual_clock
 
 
@@ -52,46 +51,10 @@ __all__ = [
 ]
 
 
-# A fake Giosg in-process on a virtual clock --------------------------------------------------
+# A fake Giosg in-process on a virtual clock (the fast settling one) ----------------------
 
-
-@attrs.define
-class World:
-    """A fake Giosg served in-process on a fast ``FakeClock`` (like ``virtual_world``)."""
-
-    giosg: FakeGiosg
-    clock: FakeClock
-    client: httpx.AsyncClient
-
-    def visitor(self, **kwargs: Any) -> Visitor:
-        """A visitor of this world (virtual clock, in-process client, no socket)."""
-        kwargs.setdefault("clock", self.clock)
-        kwargs.setdefault("http_client", self.client)
-        kwargs.setdefault("realtime", False)
-        return Visitor(ORG_ID, base_url=self.giosg.base_url, **kwargs)
-
-    async def get_chats(self, visitor: Visitor) -> httpx.Response:
-        """GET the visitor's chat list with the visitor's auth."""
-        url = f"{self.giosg.base_url}/api/v5/public/visitors/{visitor.visitor_id}/chats"
-        return await self.client.get(url, auth=visitor.auth)
-
-
-@asynccontextmanager
-async def virtual_fake(
-    *,
-    lifetime: float = 1800.0,
-    wrap: Callable[[httpx.AsyncBaseTransport, FakeClock], httpx.AsyncBaseTransport] | None = None,
-    **kwargs: Any,
-) -> AsyncIterator[World]:
-    """A FakeGiosg on a fast virtual clock, reached in-process (``wrap`` may add a fault layer)."""
-    clock = virtual_clock()
-    kwargs.setdefault("rooms", [ROOM_ID])
-    giosg = FakeGiosg(token_lifetime=lifetime, clock=clock, **kwargs)
-    transport = giosg.transport()
-    if wrap is not None:
-        transport = wrap(transport, clock)
-    async with httpx.AsyncClient(transport=transport) as client:
-        yield World(giosg, clock, client)
+#: ``virtual_world`` of the main suite on :func:`virtual_clock`.
+virtual_fake = functools.partial(virtual_world, clock=virtual_clock)
 
 
 # Fault injection with odds ------------------------------------------------------------------
