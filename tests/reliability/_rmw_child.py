@@ -17,8 +17,7 @@ import anyio
 import anyio.to_thread
 
 from giosg_visitor import ProtocolError, Secret
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import FileStore, SQLiteStore
+from giosg_visitor.stores import FileStore, SQLiteStore, VisitorRecord
 
 
 async def main(options: dict[str, Any]) -> None:

@@ -35,11 +35,16 @@ from typing import Any
 
 import anyio
 
-from giosg_visitor import GiosgError, RenewalPolicy, Visitor, visitor as visitor_module
+from giosg_visitor import GiosgError, RenewalPolicy, Secret, Visitor, visitor as visitor_module
 from giosg_visitor._auth import VisitorSession
-from giosg_visitor._secret import Secret
-from giosg_visitor.models import AuthSession, VisitorRecord
-from giosg_visitor.stores import FileStore, RedisStore, SQLiteStore, Store
+from giosg_visitor.stores import (
+    AuthSession,
+    FileStore,
+    RedisStore,
+    SQLiteStore,
+    Store,
+    VisitorRecord,
+)
 
 
 ORG_ID = "e6a08f51-c250-4074-847b-58d444dbbeb1"

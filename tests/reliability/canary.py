@@ -37,8 +37,7 @@ import pytest
 import giosg_visitor._secret as secret_module
 from giosg_visitor._secret import secret_forms
 from giosg_visitor.errors import GiosgError
-from giosg_visitor.testing import FakeGiosg
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import FakeGiosg, MessageRouter
 
 from .figures import FIGURES
 

@@ -53,7 +53,7 @@ from giosg_visitor.realtime import (
     SubscribeFailed,
     UnsubscribeAck,
 )
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import MessageRouter
 
 from .._helpers import ORG_ID
 from .._router_harness import RouterHarness

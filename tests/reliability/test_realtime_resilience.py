@@ -34,8 +34,7 @@ from giosg_visitor.realtime import (
     Resubscribed,
     Subscription,
 )
-from giosg_visitor.testing import FakeGiosg
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.testing import FakeGiosg, MessageRouter
 
 from .._helpers import FAST_RETRY, ORG_ID, wait_until
 from .._router_harness import RouterHarness

@@ -30,14 +30,13 @@ from giosg_visitor import (
     TokenAuth,
     Visitor,
 )
-from giosg_visitor.models import OrganizationSession, StoredToken, VisitorRecord
 from giosg_visitor.realtime import (
     Disconnected,
     RealtimeProtocol,
     ReconnectPolicy,
 )
-from giosg_visitor.testing import FakeGiosg
-from giosg_visitor.testing._router import MessageRouter
+from giosg_visitor.stores import OrganizationSession, StoredToken, VisitorRecord
+from giosg_visitor.testing import FakeGiosg, MessageRouter
 
 from .._helpers import FAST_RETRY, ORG_ID, get_chats
 from .._router_harness import RouterHarness

@@ -26,8 +26,7 @@ import pytest
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from giosg_visitor import Secret
-from giosg_visitor.models import VisitorRecord
-from giosg_visitor.stores import FileStore, SQLiteStore
+from giosg_visitor.stores import FileStore, SQLiteStore, VisitorRecord
 
 from ..test_store_conformance import (
     build_record,
