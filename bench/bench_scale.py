@@ -14,9 +14,15 @@ Reported:
   failed starts by error type, tokens that lived out their lifetime without a renewal;
 * expired-token requests seen by the fake (from its journal, ``GET /_bench/stats``);
 * renewals per second: the peak over any one-second window, against ``N / spread``
-  (the policy's jitter spread for this lifetime) and the run's mean;
+  (the policy's spread of the first renewal after a start, for this lifetime) and the
+  run's mean;
 * idle CPU per visitor (this process's CPU over the steady phase, after the ramp,
-  divided by N), time to all up, RSS per visitor, asyncio/trio tasks per visitor, GC time.
+  divided by N), time to all up, RSS per visitor, asyncio/trio tasks per visitor, GC time;
+* the load average at the start and at the end (the machine may be shared).
+
+``--gc-freeze`` calls ``gc.freeze()`` once every visitor is up (what an application can
+do after its start-up): the collector then leaves the start-up objects alone, and full
+collections walk only what was made since.
 
 Baseline, same run and server: a bare ``httpx.AsyncClient`` doing 2,000 auth POSTs, ten
 at a time; its CPU per POST is printed beside the SDK's steady CPU per renewal (which also
@@ -251,6 +257,9 @@ async def run(
         tasks_up = count_tasks(args.backend)
         result["rss_per_visitor"] = (rss_up - rss0) / max(1, up) / 1024
         result["tasks_per_visitor"] = (tasks_up - tasks0) / max(1, up)
+        if args.gc_freeze:
+            gc.freeze()
+            result["frozen"] = gc.get_freeze_count()
         await anyio.sleep(args.settle)
         gc_before = gc_timer.total
         steady_from = time.monotonic()
@@ -315,6 +324,7 @@ def main() -> None:
     parser.add_argument("--ramp-timeout", type=float, default=600.0, help="s to wait for all up")
     parser.add_argument("--settle", type=float, default=5.0, help="s after the ramp, unmeasured")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after the ramp")
     parser.add_argument(
         "--max-wall", type=float, default=1800.0, help="s; then report what there is and exit"
     )
@@ -324,16 +334,19 @@ def main() -> None:
     policy = RenewalPolicy()
     low = policy.soft_offset(args.lifetime, 1.0)
     high = policy.soft_offset(args.lifetime, 0.0)
+    first_low = high - _first_spread(policy, args.lifetime)
     common.print_header(
         "bench_scale: N pooled visitors with short tokens",
         backend=args.backend,
         visitors=n,
-        lifetime=f"{args.lifetime:g} s (renewal {low:g}-{high:g} s after issue)",
+        lifetime=f"{args.lifetime:g} s (renewal {low:g}-{high:g} s after issue; the first"
+        f" after the start {first_low:g}-{high:g} s)",
         run=f"ramp, then {args.lifetimes:g} lifetimes; realtime={not args.no_realtime}",
         pool=f"max_connections={args.max_connections},"
         f" max_concurrent_starts={args.max_concurrent_starts}",
         traffic=f"{args.requests_per_lifetime:g} GET per visitor per lifetime",
         fd_limit=fds,
+        gc_freeze=args.gc_freeze,
     )
     with common.ServerProcess("--fake", "--token-lifetime", f"{args.lifetime:g}") as server:
         base = common.run(lambda: baseline(server, 2000, 10), args.backend)
@@ -348,13 +361,19 @@ def main() -> None:
         common.run(lambda: run(args, server, report), args.backend)
 
 
+def _first_spread(policy: RenewalPolicy, lifetime: float) -> float:
+    """The jitter span of the first renewal after a start (older versions: the only one)."""
+    first_spread = getattr(policy, "first_spread", None)
+    if first_spread is not None:
+        return float(first_spread(lifetime))
+    return policy.soft_offset(lifetime, 0.0) - policy.soft_offset(lifetime, 1.0)
+
+
 def print_report(args: Any, result: dict[str, Any], base: float) -> None:
     """Print the table, the verdict and the ratio."""
     n = args.visitors
     policy = RenewalPolicy()
-    spread = max(
-        1.0, policy.soft_offset(args.lifetime, 0.0) - policy.soft_offset(args.lifetime, 1.0)
-    )
+    spread = max(1.0, _first_spread(policy, args.lifetime))
     renewals = sorted(t for times in result["saves"].values() for t in times[1:])
     logs: dict[str, int] = result["logs"]
     failed_renewals = sum(v for k, v in logs.items() if "renewal failed" in k)
@@ -397,6 +416,9 @@ def print_report(args: Any, result: dict[str, Any], base: float) -> None:
     ]
     common.print_table(["", "value", "note"], rows)
     print(f"SDK warnings/errors: {logs or 'none'}")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    frozen = result.get("frozen")
+    print(f"load average at the end: {load}; gc.freeze(): {frozen if frozen else 'no'}")
     print(f"traffic: {result['traffic']}; fake: {result['fake']}")
     print(
         f"steady CPU per renewal: SDK {sdk_cpu_per_renewal * 1e3:.2f} ms (incl. sockets and"

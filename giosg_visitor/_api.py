@@ -36,6 +36,7 @@ from ._http import (
     same_origin,
     send_bounded,
 )
+from ._limiter import background
 from ._renewal import RetryPolicy
 from .errors import ClosedError, GiosgError, ProtocolError, UntrustedEndpointError
 from .models import ChatInfo, Membership, Message, OnlineUser, Room, decode_json_object
@@ -137,9 +138,15 @@ class VisitorAPI:
         return await self._json("POST", f"{self._room_path(room_id)}/visitors", body, retry=True)
 
     async def refresh_presence(self, room_id: str, presence_expires_in: int) -> Mapping[str, Any]:
-        """Refresh the visitor's presence in a room."""
+        """Refresh the visitor's presence in a room.
+
+        Background work: in a pool it waits for a slot of the pool-wide limit like a
+        renewal, ranked by when the presence would lapse (it is refreshed at half its
+        lifetime, so half a lifetime from now at the earliest).
+        """
         path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}"
-        return await self._json("PATCH", path, {"presence_expires_in": presence_expires_in})
+        with background(self._clock.monotonic() + presence_expires_in / 2):
+            return await self._json("PATCH", path, {"presence_expires_in": presence_expires_in})
 
     async def create_chat(self, room_id: str) -> ChatInfo:
         """Start a chat in a room (not retried: a retry could start a second chat)."""

@@ -42,7 +42,7 @@ from ._http import (
     read_body,
     send_bounded,
 )
-from ._limiter import limiter_for
+from ._limiter import DeadlineLimiter, background_deadline, limiter_for
 from ._renewal import RenewalPolicy, Renewals, RetryPolicy, TokenTimes, normalise_lifetime
 from ._secret import Secret
 from .errors import (
@@ -181,6 +181,15 @@ class VisitorSession:
     def current(self) -> Token | None:
         """The latest token, usable or not."""
         return self._token
+
+    @property
+    def limiter(self) -> DeadlineLimiter | None:
+        """The pool-wide limit on background requests of this session's client, if any."""
+        return self._limiter
+
+    def is_current(self, token: Token) -> bool:
+        """Whether ``token`` is the latest token and may still be sent now."""
+        return token is self._token and token.times.is_usable(self._clock.monotonic(), self._policy)
 
     @property
     def failure(self) -> GiosgError | None:
@@ -567,7 +576,12 @@ class VisitorSession:
         self._secret = auth.visitor_secret_id
         token = Token(
             access_token=auth.access_token,
-            times=TokenTimes(issued_at=issued_at, lifetime=lifetime, jitter=self._jitter),
+            times=TokenTimes(
+                issued_at=issued_at,
+                lifetime=lifetime,
+                jitter=self._jitter,
+                spread=self._first_spread(lifetime, age=0.0),
+            ),
             session=session,
         )
         self._token = token
@@ -637,9 +651,25 @@ class VisitorSession:
         issued_at = self._clock.monotonic() + remaining - lifetime
         return Token(
             access_token=session.access_token,
-            times=TokenTimes(issued_at=issued_at, lifetime=lifetime, jitter=self._jitter),
+            times=TokenTimes(
+                issued_at=issued_at,
+                lifetime=lifetime,
+                jitter=self._jitter,
+                spread=self._first_spread(lifetime, age=lifetime - remaining),
+            ),
             session=session,
         )
+
+    def _first_spread(self, lifetime: float, *, age: float) -> float | None:
+        """The wide jitter span for the first token of this session, else ``None``.
+
+        Visitors started together (a restart, a pool filling up) hold tokens issued
+        together; spreading their first renewal wide spreads every later one too, so the
+        tokens after it keep the narrow jitter (renewed late in their life, fewer renewals).
+        """
+        if self._token is not None:
+            return None
+        return self._policy.first_spread(lifetime, age=age)
 
 
 def _bounded_extra(extra: Mapping[str, Any], limit: int) -> Mapping[str, Any]:
@@ -705,20 +735,54 @@ class VisitorAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        token = await self._session.token()
+        session = self._session
+        # The SDK's own background requests (inside `_limiter.background`) go through
+        # the pool-wide limit, holding a slot only while on the wire.
+        limiter = session.limiter
+        deadline = background_deadline() if limiter is not None else None
+        token = await self._token(limiter, deadline, stale=None)
         request.headers["Authorization"] = f"Bearer {token.access_token.reveal()}"
-        response = yield request
+        try:
+            response = yield request
+        finally:
+            if limiter is not None and deadline is not None:
+                limiter.release()
         if response.status_code != 401:
             return
         # httpx reads a response it retries whole; this read is bounded first.
         await read_body(response, limit=self._body_limit, what="401 response")
-        current = self._session.current
-        if current is not None and current is not token:
-            fresh = await self._session.token()
-        else:
-            fresh = await self._session.renew(stale=token)
+        current = session.current
+        stale = None if current is not None and current is not token else token
+        fresh = await self._token(limiter, deadline, stale=stale)
         request.headers["Authorization"] = f"Bearer {fresh.access_token.reveal()}"
-        yield request
+        try:
+            yield request
+        finally:
+            if limiter is not None and deadline is not None:
+                limiter.release()
+
+    async def _token(
+        self, limiter: DeadlineLimiter | None, deadline: float | None, *, stale: Token | None
+    ) -> Token:
+        """A token to send (renewing ``stale`` first if given); with a slot held if limited.
+
+        The slot is taken after the token: a renewal takes a slot of its own, and waiting
+        for it while holding one could leave every slot waiting. A token that stopped
+        being usable while waiting for the slot is given up for a fresh one.
+        """
+        session = self._session
+        while True:
+            if stale is not None:
+                token = await session.renew(stale=stale)
+                stale = None
+            else:
+                token = await session.token()
+            if limiter is None or deadline is None:
+                return token
+            await limiter.acquire(deadline)
+            if session.is_current(token):
+                return token
+            limiter.release()
 
     def sync_auth_flow(self, request: httpx.Request) -> Any:
         raise RuntimeError("VisitorAuth works with httpx.AsyncClient only")

@@ -12,15 +12,23 @@ first, so a renewal that waits still finishes before its token's hard deadline.
 The limit belongs to the connection pool it protects: :func:`register` ties a limiter to
 an ``httpx.AsyncClient`` (``VisitorPool`` does this for its client), and every visitor
 session using that client finds it with :func:`limiter_for`.
+
+Auth and renewal requests take a slot themselves. Other requests the SDK makes on its
+own (presence refreshes, a chat's state read again after the socket reconnected) run
+inside :func:`background`, and the visitor's ``httpx.Auth`` takes a slot for them while
+the request is on the wire, never while it waits for a renewal (which needs a slot of its
+own: holding one while waiting for it could leave every slot waiting on another).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from typing import final
 
 import anyio
@@ -28,7 +36,15 @@ import anyio.lowlevel
 import httpx
 
 
-__all__ = ["DeadlineLimiter", "limiter_for", "register", "unregister"]
+__all__ = [
+    "DeadlineLimiter",
+    "GatedTransport",
+    "background",
+    "background_deadline",
+    "limiter_for",
+    "register",
+    "unregister",
+]
 
 
 @final
@@ -85,6 +101,14 @@ class DeadlineLimiter:
         finally:
             self._release()
 
+    async def acquire(self, deadline: float) -> None:
+        """Take one slot (waiting, earliest ``deadline`` first); :meth:`release` it after."""
+        await self._acquire(deadline)
+
+    def release(self) -> None:
+        """Give back a slot taken with :meth:`acquire`."""
+        self._release()
+
     async def _acquire(self, deadline: float) -> None:
         heap = self._heap
         while heap and heap[0][2].wake.is_set():
@@ -132,6 +156,29 @@ class DeadlineLimiter:
         return f"<DeadlineLimiter {self._in_use}/{self.capacity} waiting={len(self._heap)}>"
 
 
+_BACKGROUND: ContextVar[float | None] = ContextVar("giosg_visitor_background", default=None)
+
+
+@contextmanager
+def background(deadline: float) -> Iterator[None]:
+    """Mark the requests of this block as the SDK's own background work.
+
+    A visitor's requests made inside the block wait for a slot of its pool's limit (if
+    its client has one), ranked by ``deadline`` (on the visitor's monotonic clock: when
+    the work must be done by, e.g. when a room presence would lapse).
+    """
+    mark = _BACKGROUND.set(deadline)
+    try:
+        yield
+    finally:
+        _BACKGROUND.reset(mark)
+
+
+def background_deadline() -> float | None:
+    """The deadline of the enclosing :func:`background` block, if any."""
+    return _BACKGROUND.get()
+
+
 _BY_CLIENT: weakref.WeakKeyDictionary[httpx.AsyncClient, DeadlineLimiter] = (
     weakref.WeakKeyDictionary()
 )
@@ -154,3 +201,81 @@ def unregister(client: httpx.AsyncClient, limiter: DeadlineLimiter) -> None:
 def limiter_for(client: httpx.AsyncClient) -> DeadlineLimiter | None:
     """The limiter tied to ``client``, if any."""
     return _BY_CLIENT.get(client)
+
+
+@final
+class _ReleasingStream(httpx.AsyncByteStream):
+    """A response body that gives its gate slot back once it is closed (read or not)."""
+
+    __slots__ = ("_inner", "_release")
+
+    def __init__(self, inner: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._inner:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            release, self._release = self._release, None
+            if release is not None:
+                release()
+
+
+@final
+class GatedTransport(httpx.AsyncBaseTransport):
+    """Lets at most ``capacity`` requests into ``inner`` at once; the rest wait here.
+
+    httpcore's pool walks its whole queue of waiting requests against every connection
+    whenever a request arrives or a connection frees up, so a queue that grows with the
+    number of visitors makes every request dearer. With ``capacity`` at most the number of
+    connections, a request admitted here finds a connection (or opens one) at once; the
+    waiters wait in a heap instead: the SDK's background requests by their deadline, all
+    others by arrival plus their pool timeout (which still raises ``httpx.PoolTimeout``
+    when it passes, as httpcore's own queue would). A slot is held until the response
+    body is closed, as the connection is.
+
+    Args:
+        inner: The transport with the connection pool.
+        capacity: Requests inside ``inner`` at once (the pool's ``max_connections``).
+        now: The clock background deadlines are on (the visitors' monotonic clock).
+    """
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, capacity: int, now: Callable[[], float]
+    ) -> None:
+        self._inner = inner
+        self._now = now
+        self.gate = DeadlineLimiter(capacity)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Wait for a slot (up to the request's pool timeout), then send."""
+        timeouts = request.extensions.get("timeout") or {}
+        pool_timeout = timeouts.get("pool")
+        deadline = background_deadline()
+        if deadline is None:
+            deadline = self._now() + (pool_timeout if pool_timeout is not None else 0.0)
+        gate = self.gate
+        with anyio.move_on_after(math.inf if pool_timeout is None else pool_timeout) as wait:
+            await gate.acquire(deadline)
+        if wait.cancelled_caught:
+            raise httpx.PoolTimeout("no connection became free within the pool timeout")
+        try:
+            response = await self._inner.handle_async_request(request)
+        except BaseException:
+            gate.release()
+            raise
+        if response.is_closed or not isinstance(response.stream, httpx.AsyncByteStream):
+            # Already read whole (a response built from bytes): nothing holds a connection.
+            gate.release()
+        else:
+            response.stream = _ReleasingStream(response.stream, gate.release)
+        return response
+
+    async def aclose(self) -> None:
+        """Close the inner transport."""
+        await self._inner.aclose()

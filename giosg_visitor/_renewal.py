@@ -42,10 +42,14 @@ class RenewalPolicy:
 
     * Soft point (background renewal): ``lifetime - min(max_lead, lifetime * lead_fraction)``
       minus a per-visitor jitter of up to ``min(max_jitter, lifetime * jitter_fraction)``.
-      The jitter is wide (a quarter of the lifetime, up to 10 minutes) so that a fleet
-      started at once (a restart) renews spread over that span instead of in one burst:
-      N visitors renew at about ``N / spread`` per second. It costs some renewals, as
-      tokens are renewed earlier on average (1800 s tokens: 1050-1500 s after issue).
+    * The first renewal after a start (a fresh auth or a token restored from the store)
+      is spread wider: up to ``min(max_first_spread, lifetime * first_spread_fraction)``
+      before the latest soft point (and never before the start itself). A fleet started
+      at once (a restart) then renews its first wave over that span, about ``N / spread``
+      per second, instead of in one burst. Later renewals keep the narrow jitter: a fleet
+      once spread stays spread, and a token is renewed late in its life (1800 s tokens:
+      1440-1500 s after issue), so the wide spread costs one early renewal per start, not
+      one in six for good.
     * Hard window: in the last ``min(max_hard_window, lifetime * hard_fraction)`` seconds a
       request waits for the one renewal instead of sending the old token.
     * Lifetimes are clamped into ``[min_lifetime, max_lifetime]``.
@@ -60,8 +64,10 @@ class RenewalPolicy:
     Attributes:
         max_lead: Upper bound of how early the soft point is before expiry.
         lead_fraction: The soft point is at most this fraction of the lifetime early.
-        max_jitter: Upper bound of the per-visitor jitter, seconds.
-        jitter_fraction: Jitter as a fraction of the lifetime.
+        max_jitter: Upper bound of the per-visitor jitter of later renewals, seconds.
+        jitter_fraction: That jitter as a fraction of the lifetime.
+        max_first_spread: Upper bound of the spread of the first renewal after a start.
+        first_spread_fraction: That spread as a fraction of the lifetime.
         max_hard_window: Upper bound of the hard window, seconds.
         hard_fraction: Hard window as a fraction of the lifetime.
         min_lifetime: Smallest lifetime believed.
@@ -74,8 +80,10 @@ class RenewalPolicy:
 
     max_lead: float = 300.0
     lead_fraction: float = 0.5
-    max_jitter: float = 600.0
-    jitter_fraction: float = 0.25
+    max_jitter: float = 60.0
+    jitter_fraction: float = 0.1
+    max_first_spread: float = 600.0
+    first_spread_fraction: float = 0.25
     max_hard_window: float = 30.0
     hard_fraction: float = 0.25
     min_lifetime: float = 1.0
@@ -84,17 +92,48 @@ class RenewalPolicy:
     restore_margin: float = 600.0
     restore_fraction: float = 0.5
 
-    def soft_offset(self, lifetime: float, jitter: float) -> float:
+    def soft_offset(self, lifetime: float, jitter: float, *, spread: float | None = None) -> float:
         """Seconds after issue at which to renew in the background.
 
         Args:
             lifetime: The normalised lifetime.
             jitter: A draw in ``[0, 1)``, fixed per visitor so renewals spread out.
+            spread: The span the jitter covers (default: :meth:`jitter_span`; the first
+                renewal after a start passes :meth:`first_spread`).
         """
         lead = min(self.max_lead, lifetime * self.lead_fraction)
-        spread = min(self.max_jitter, lifetime * self.jitter_fraction) * _unit(jitter)
+        if spread is None:
+            spread = self.jitter_span(lifetime)
         # Never negative; never after the hard point (lead >= hard window by construction).
-        return max(0.0, lifetime - lead - spread)
+        return max(0.0, lifetime - lead - max(0.0, spread) * _unit(jitter))
+
+    def first_offset(self, lifetime: float, jitter: float) -> float:
+        """Seconds after issue of the first renewal after a start (a freshly issued token).
+
+        ``soft_offset(lifetime, jitter, spread=first_spread(lifetime))``.
+        """
+        return self.soft_offset(lifetime, jitter, spread=self.first_spread(lifetime))
+
+    def jitter_span(self, lifetime: float) -> float:
+        """The span of the per-visitor jitter of a renewal after the first one."""
+        return min(self.max_jitter, lifetime * self.jitter_fraction)
+
+    def first_spread(self, lifetime: float, *, age: float = 0.0) -> float:
+        """The span of the jitter of the first renewal after a start.
+
+        Wide, so that a fleet started (or restored) at once renews spread out; but for a
+        token that is ``age`` seconds old already (restored from the store) at most the
+        time left until its latest soft point, so that none is due at the start itself.
+        Never narrower than :meth:`jitter_span`.
+
+        Args:
+            lifetime: The normalised lifetime.
+            age: How long ago the token was issued when the visitor started.
+        """
+        lead = min(self.max_lead, lifetime * self.lead_fraction)
+        wide = min(self.max_first_spread, lifetime * self.first_spread_fraction)
+        left = lifetime - lead - max(0.0, age)
+        return max(self.jitter_span(lifetime), min(wide, left))
 
     def hard_offset(self, lifetime: float) -> float:
         """Seconds after issue from which requests wait for the renewal."""
@@ -114,16 +153,19 @@ class TokenTimes:
     """When a token was obtained and when it must be renewed, on the monotonic clock.
 
     ``issued_at`` is taken *before* the auth request was sent, so every deadline is early
-    by the request's latency, never late.
+    by the request's latency, never late. ``spread`` is the jitter span of this token's
+    renewal when it is the first after a start (:meth:`RenewalPolicy.first_spread`);
+    ``None`` for the narrow jitter of every later renewal.
     """
 
     issued_at: float
     lifetime: float
     jitter: float
+    spread: float | None = None
 
     def renew_at(self, policy: RenewalPolicy) -> float:
         """Monotonic time of the background renewal."""
-        return self.issued_at + policy.soft_offset(self.lifetime, self.jitter)
+        return self.issued_at + policy.soft_offset(self.lifetime, self.jitter, spread=self.spread)
 
     def hard_at(self, policy: RenewalPolicy) -> float:
         """Monotonic time from which the token is not handed out any more."""

@@ -19,7 +19,7 @@ from ._clock import Clock, SystemClock
 from ._facts import SocketStrategy
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
 from ._lifecycle import AsyncResource
-from ._limiter import DeadlineLimiter, register, unregister
+from ._limiter import DeadlineLimiter, GatedTransport, register, unregister
 from ._renewal import RenewalPolicy, RetryPolicy
 from .errors import ClosedError
 from .realtime import ReconnectPolicy
@@ -215,13 +215,19 @@ class VisitorPool(AsyncResource):
                     max_connections=self._max_connections,
                     max_keepalive_connections=self._max_connections,
                 )
+                # No more requests inside httpcore than it has connections: its queue
+                # costs (queued requests x connections) on every request; ours is a heap.
+                transport = GatedTransport(
+                    httpx.AsyncHTTPTransport(verify=await shared_ssl_context(), limits=limits),
+                    self._max_connections,
+                    self._clock.monotonic,
+                )
                 self._client = await stack.enter_async_context(
                     httpx.AsyncClient(
                         timeout=timeouts.httpx_timeout(),
-                        limits=limits,
+                        transport=transport,
                         follow_redirects=False,
                         headers={"User-Agent": USER_AGENT},
-                        verify=await shared_ssl_context(),
                     )
                 )
             else:

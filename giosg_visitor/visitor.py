@@ -29,6 +29,7 @@ from ._http import (
     Timeouts,
     check_credential_url,
 )
+from ._limiter import background
 from ._renewal import RenewalPolicy, RetryPolicy
 from .chat import Chat
 from .errors import (
@@ -715,7 +716,10 @@ class Visitor:
             if isinstance(event, Resubscribed | Gap):
                 for chat in list(self._chats.values()):
                     try:
-                        await chat.refresh()
+                        # After a router restart every visitor reconnects at once: these
+                        # reads go through the pool's background limit.
+                        with background(self._clock.monotonic() + self._timeouts.request):
+                            await chat.refresh()
                     except GiosgError as exc:
                         logger.warning("could not refresh chat %s: %s", chat.id, exc)
             elif isinstance(event, Change) and event.resource is not None:

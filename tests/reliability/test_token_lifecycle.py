@@ -61,7 +61,7 @@ class TestSingleFlight:
         """1,000 calls while the background renewal is in flight: none waits, one auth."""
         async with virtual_fake(lifetime=1800) as world, world.visitor(rng=lambda: 0.5) as v:
             issued = world.giosg.auth_requests[0].at
-            soft = issued + POLICY.soft_offset(1800, 0.5)
+            soft = issued + POLICY.first_offset(1800, 0.5)
             world.giosg.inject(endpoint="auth", latency=2.0)
             await world.clock.run_until(soft + 1)  # the renewal is now in flight for 2 s
             assert v.state is SessionState.RENEWING
@@ -165,10 +165,11 @@ async def test_proactive_refresh_never_sends_an_expired_token(
     starts = [r.at for r in giosg.auth_requests]
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     lead = min(300, lifetime / 2)
-    jitter = min(POLICY.max_jitter, lifetime * POLICY.jitter_fraction)
-    for gap in gaps:
+    for k, gap in enumerate(gaps):
         # Renewal starts in [lifetime - lead - jitter, lifetime - hard window], and never
-        # closer together than the policy's spacing.
+        # closer together than the policy's spacing. The first renewal after the start
+        # has the wide jitter, every later one the narrow one.
+        jitter = POLICY.first_spread(lifetime) if k == 0 else POLICY.jitter_span(lifetime)
         assert lifetime - lead - jitter - 1e-6 <= gap <= POLICY.hard_offset(lifetime) + 1e-6
         assert gap >= POLICY.spacing(lifetime) - 1e-6
     # One renewal per token (each gap is at least the soft offset, checked above), and no
@@ -354,7 +355,7 @@ async def test_terminal_renewal_error_stops_every_call(
             world.giosg.inject(endpoint="auth", status=status, body=body, times=100)
         calls = 0
         errors: list[BaseException] = []
-        renewal_at = world.giosg.auth_requests[0].at + POLICY.soft_offset(300, 0.5)
+        renewal_at = world.giosg.auth_requests[0].at + POLICY.first_offset(300, 0.5)
         await world.clock.run_until(renewal_at - 1)
         before = len(world.giosg.requests)
         await world.clock.run_until(renewal_at + 1)
