@@ -42,6 +42,9 @@ PHASES = ("auth", "subscribe", "send", "backfill", "renewal")
 MAX_DELAY = {"auth": 0.03, "subscribe": 0.03, "send": 0.02, "backfill": 0.03, "renewal": 0.004}
 TRIALS = 100
 TIMEOUTS = Timeouts(close=2.0)
+#: A whole trial (start, cancel, leave) takes well under a second; one that takes this
+#: long is hung on something an earlier cancellation left behind.
+TRIAL_BOUND = 30.0
 
 
 async def _work(
@@ -138,13 +141,21 @@ async def test_cancelling_at_random_points_leaks_nothing(
     # One full run per store first: the starting counts include what stays open on purpose
     # (the fake's listening sockets, an SQLite connection, worker threads' fds).
     for store in stores.values():
-        await _trial(giosg, store, target="never", delay=0)
+        with anyio.fail_after(TRIAL_BOUND):  # a hang is a failure, not a stuck suite
+            await _trial(giosg, store, target="never", delay=0)
     tasks, fds = task_count(), fd_count()
     for trial in range(TRIALS):
         kind = ("file", "sqlite")[trial % 2]
         store = stores[kind]
         target = PHASES[(trial // 2) % len(PHASES)]
-        entered, exit_took = await _trial(giosg, store, target, rng.uniform(0, MAX_DELAY[target]))
+        with anyio.move_on_after(TRIAL_BOUND) as bound:
+            entered, exit_took = await _trial(
+                giosg, store, target, rng.uniform(0, MAX_DELAY[target])
+            )
+        if bound.cancelled_caught:
+            # Something a cancelled trial left behind (a lock, a task) blocks the next one.
+            leaks.append(f"trial {trial} ({target}): hung for {TRIAL_BOUND:.0f} s")
+            break
         hits[target] += target in entered and "done" not in entered
         giosg.state.requests.clear()
         if exit_took > TIMEOUTS.close + 1:
@@ -169,8 +180,9 @@ async def test_cancelling_at_random_points_leaks_nothing(
         record = await store.load("default")
         assert record is not None
         stored = record.sessions[ORG_ID].visitor_id
-        async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as visitor:
-            assert visitor.visitor_id == stored, kind
+        with anyio.fail_after(TRIAL_BOUND):
+            async with Visitor(ORG_ID, base_url=giosg.base_url, store=store) as visitor:
+                assert visitor.visitor_id == stored, kind
     sqlite = stores["sqlite"]
     assert isinstance(sqlite, SQLiteStore)
     await sqlite.aclose()
