@@ -214,7 +214,7 @@ class _Stepper(Generic[T]):
 #
 # A blocking twin is not written out by hand: each one is a descriptor built from the
 # async method or property it mirrors, so its signature and docstring are the async
-# one's (tests/test_sync_twins.py checks every public member of the async API has its
+# one's (tests/product/test_sync_twins.py checks every public member of the async API has its
 # twin). Only what genuinely differs is written here: lifecycles, streams (which take a
 # ``timeout`` per step) and waits (which take a ``timeout``).
 

@@ -1,7 +1,7 @@
 """Run the documentation's code samples: find them, classify them, give them a world.
 
 Every fenced block of ``README.md`` and ``docs/**/*.md`` whose language is ``python``
-runs in the test suite (``tests/test_docs.py``). The conventions are documented for
+runs in the test suite (``tests/product/test_docs.py``). The conventions are documented for
 writers in ``docs/contributing.md``; in short, a block is one of:
 
 * a **script**: it has ``if __name__ == "__main__":``. It runs as ``__main__`` in an

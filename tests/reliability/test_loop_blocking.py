@@ -36,10 +36,10 @@ ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
 #: The end-to-end tests watched (short enough for the default suite).
 WATCHED = (
     "tests/reliability/test_loop_blocking.py::test_large_bodies_long_log_lines_and_stores",
-    "tests/test_chat_e2e.py",
-    "tests/test_visitor_e2e.py::test_new_then_returning_visitor",
-    "tests/test_store_conformance.py::test_builtin_stores_pass_check_store",
-    "tests/test_store_conformance.py::test_lock_excludes_another_process",
+    "tests/e2e/test_chat_e2e.py",
+    "tests/e2e/test_visitor_e2e.py::test_new_then_returning_visitor",
+    "tests/stores/test_store_conformance.py::test_builtin_stores_pass_check_store",
+    "tests/stores/test_store_conformance.py::test_lock_excludes_another_process",
 )
 
 

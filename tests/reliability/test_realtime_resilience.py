@@ -3,7 +3,7 @@
 Over real sockets against ``FakeGiosg`` (the message router runs in its own thread), on
 asyncio and trio. Keepalive and backoff are shortened; real time is used only for that
 and for hang guards. Already covered elsewhere (README.md): one chat losing nothing under
-reset/close/black-hole drops (``tests/test_chat_e2e.py``), the connection-level chaos
+reset/close/black-hole drops (``tests/e2e/test_chat_e2e.py``), the connection-level chaos
 test, overflow at the connection level, hostile frames, the close-code classification
 table in pure form (``tests/test_realtime_*.py``).
 """

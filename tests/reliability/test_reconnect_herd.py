@@ -4,8 +4,8 @@ Two levels: the pure :class:`ReconnectTracker` for 1,000 clients and several out
 lengths (milliseconds), and the real connection loop of many ``RealtimeConnection`` objects
 on a virtual clock, whose sockets all die at once and whose server refuses connections
 until it recovers. The per-client schedule bounds are a property test in
-``tests/test_realtime_protocol.py`` and an in-loop test in
-``tests/test_realtime_connection.py`` (README.md).
+``tests/unit/test_realtime_protocol.py`` and an in-loop test in
+``tests/e2e/test_realtime_connection.py`` (README.md).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ In-process (virtual time) with a fault layer that lets the server process the PO
 then drops the answer (30 %), or drops the request before the server sees it (10 %), and
 makes 10 % of the read-backs fail with 503 (retried); plus a short run over real sockets
 with the fake's own connection resets. The single-send case is in
-``tests/test_chat_e2e.py`` (README.md).
+``tests/e2e/test_chat_e2e.py`` (README.md).
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ In-process: randomised trials inject failures of ``write`` (also after a short
 write), ``fsync`` (of the temporary file or of the folder) and ``os.replace`` into
 ``FileStore.save`` of records of random size; every read afterwards must give the
 previous or the new complete record. The SIGKILL trials are the conformance suite's
-(``tests/test_store_conformance.py``, 20 kills per store in the default suite); the long
+(``tests/stores/test_store_conformance.py``, 20 kills per store in the default suite); the long
 run here repeats them 10,000 times. Permissions, symlinks and fixed failure cases are in
-``tests/test_store_file.py`` (README.md).
+``tests/stores/test_store_file.py`` (README.md).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from giosg_visitor import Secret
 from giosg_visitor.stores import FileStore, SQLiteStore, VisitorRecord
 
-from ..test_store_conformance import (
+from ..stores.test_store_conformance import (
     build_record,
     temporaries,
     test_sigkill_during_saves_leaves_previous_or_new_record as _sigkill_trials,

@@ -1,8 +1,8 @@
 """The token lifecycle on virtual time (the fake app in-process, FakeClock).
 
 Already covered elsewhere (see README.md): 1,000 callers in the hard window share one
-renewal (``tests/test_visitor_virtual.py``), the always-401 server is bounded, a revoked
-secret stops all auth calls, static-token 401s are terminal (``tests/test_credentials.py``).
+renewal (``tests/unit/test_visitor_virtual.py``), the always-401 server is bounded, a revoked
+secret stops all auth calls, static-token 401s are terminal (``tests/unit/test_credentials.py``).
 """
 
 from __future__ import annotations

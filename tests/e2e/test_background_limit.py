@@ -1,0 +1,452 @@
+"""The pool-wide limit on background requests, and the pool's gate in front of httpcore.
+
+Unit tests of :class:`DeadlineLimiter` (earliest deadline first, cancellation) and of
+:class:`GatedTransport` (never more requests inside the HTTP library than its
+connections, pool timeout, the slot held until the body is closed), and end-to-end tests
+over real sockets: a pool with a small HTTP connection pool whose visitors all renew (or
+all refresh their room presence) at the same virtual instant completes every request
+without queueing more in the HTTP library than its connections can serve; a background
+request whose token must be renewed first cannot deadlock the limit (both backends).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+
+import anyio
+import anyio.lowlevel
+import httpx
+import pytest
+
+from giosg_visitor import MemoryStore, SessionState, Timeouts
+from giosg_visitor._limiter import (
+    DeadlineLimiter,
+    GatedTransport,
+    background,
+    limiter_for,
+    register,
+    unregister,
+)
+from giosg_visitor.pool import VisitorPool
+from giosg_visitor.testing import FakeClock, FakeGiosg
+
+from .._helpers import ORG_ID, ROOM_ID, get_chats, virtual_world, wait_until
+
+
+async def _yield(rounds: int = 5) -> None:
+    for _ in range(rounds):
+        await anyio.lowlevel.checkpoint()
+
+
+class TestDeadlineLimiter:
+    async def test_waiters_are_admitted_earliest_deadline_first(self) -> None:
+        """With one slot held, waiters arriving in any order are served by deadline."""
+        limiter = DeadlineLimiter(1)
+        order: list[float] = []
+
+        async def wait(deadline: float) -> None:
+            async with limiter.slot(deadline):
+                order.append(deadline)
+                await _yield()
+
+        async with anyio.create_task_group() as tg, limiter.slot(0.0):
+            for deadline in (50.0, 10.0, 40.0, 20.0, 30.0, 10.0):
+                tg.start_soon(wait, deadline)
+                await _yield()
+            assert limiter.waiting == 6
+        assert order == [10.0, 10.0, 20.0, 30.0, 40.0, 50.0]
+        assert limiter.max_in_use == 1
+        assert limiter.in_use == 0
+
+    async def test_never_more_holders_than_capacity(self) -> None:
+        """Two hundred tasks through three slots: at most three inside at any time."""
+        limiter = DeadlineLimiter(3)
+        inside = 0
+        peak = 0
+
+        async def hold(deadline: float) -> None:
+            nonlocal inside, peak
+            async with limiter.slot(deadline):
+                inside += 1
+                peak = max(peak, inside)
+                await _yield(3)
+                inside -= 1
+
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(hold, float(n % 7))
+        assert peak == 3
+        assert limiter.granted == 200
+        assert limiter.in_use == 0
+
+    async def test_a_cancelled_waiter_is_skipped_and_a_slot_is_never_lost(self) -> None:
+        """Cancelling waiters (queued or just granted) leaves the slots usable."""
+        limiter = DeadlineLimiter(1)
+        served: list[str] = []
+
+        async def wait(name: str, deadline: float, scope: anyio.CancelScope) -> None:
+            with scope:
+                async with limiter.slot(deadline):
+                    served.append(name)
+
+        early, late = anyio.CancelScope(), anyio.CancelScope()
+        async with anyio.create_task_group() as tg, limiter.slot(0.0):
+            tg.start_soon(wait, "early", 1.0, early)
+            tg.start_soon(wait, "late", 2.0, late)
+            await _yield()
+            early.cancel()
+            await _yield()
+            # "late" got the slot once "early" left the queue.
+        assert served == ["late"]
+        assert limiter.in_use == 0
+        async with limiter.slot(5.0):
+            assert limiter.in_use == 1
+
+    def test_capacity_must_be_positive(self) -> None:
+        with pytest.raises(ValueError, match="capacity"):
+            DeadlineLimiter(0)
+
+
+class _CountingTransport(httpx.AsyncBaseTransport):
+    """Counts requests inside the HTTP library at once (waiting for a connection or sent)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.now = 0
+        self.peak = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            return await self.inner.handle_async_request(request)
+        finally:
+            self.now -= 1
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+def sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    caplog.set_level(logging.INFO, logger="giosg_visitor")
+    return caplog.records
+
+
+async def _fast_settle() -> None:
+    # Real sockets are in flight: "every task blocked" would not mean idle anyway.
+    await _yield(20)
+
+
+async def test_a_small_http_pool_completes_every_simultaneous_renewal(
+    sdk_warnings: list[logging.LogRecord],
+) -> None:
+    """200 pooled visitors, 4 HTTP connections, every renewal due at the same instant.
+
+    Over real sockets against FakeGiosg, on a virtual clock shared with it: every visitor
+    renews exactly once, no attempt fails (no PoolTimeout), at most the pool's background
+    limit of requests is ever inside the HTTP library (so its queue never holds more than
+    its connections serve), and after the old tokens' expiry no request carries one.
+    """
+    visitors_count, connections, background = 200, 4, 3
+    clock = FakeClock(settle=_fast_settle)
+    async with FakeGiosg(token_lifetime=120, clock=clock) as giosg:
+        transport = _CountingTransport(
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                )
+            )
+        )
+        # A short pool timeout: a request queued behind many others fails fast.
+        timeouts = Timeouts(pool=2.0)
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=timeouts.httpx_timeout()) as client,
+            VisitorPool(
+                ORG_ID,
+                store=MemoryStore(),
+                base_url=giosg.base_url,
+                http_client=client,
+                clock=clock,
+                idle_timeout=None,
+                max_background_requests=background,
+                realtime=False,
+                timeouts=timeouts,
+                # The same draw for everyone: every renewal is due at the same instant.
+                rng=lambda: 0.0,
+            ) as pool,
+        ):
+            limiter = limiter_for(client)
+            assert limiter is not None
+            visitors = {}
+
+            async def start(n: int) -> None:
+                visitors[n] = await pool.get(f"user-{n}")
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for n in range(visitors_count):
+                        tg.start_soon(start, n)
+            assert len(giosg.auth_requests) == visitors_count
+
+            # Past the soft point (60 s for 120 s tokens with this draw): all renew now.
+            await clock.advance(61)
+            await wait_until(lambda: len(giosg.auth_requests) >= 2 * visitors_count, seconds=60)
+            await wait_until(
+                lambda: all(v.state is SessionState.AUTHENTICATED for v in visitors.values())
+            )
+            assert len(giosg.auth_requests) == 2 * visitors_count
+            assert transport.peak <= background
+            assert limiter.max_in_use <= background
+            assert limiter.max_waiting > 0  # the renewals did queue: in the limiter
+
+            # Past the old tokens' expiry (120 s after they were issued).
+            await clock.advance(59.5)
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for visitor in visitors.values():
+
+                        async def probe(v: object = visitor) -> None:
+                            response = await get_chats(giosg, v)  # type: ignore[arg-type]
+                            assert response.status_code == 200
+
+                        tg.start_soon(probe)
+            # (The next renewals, due at 120 s after the first ones, may be in flight.)
+            assert all(v.state is not SessionState.FAILED for v in visitors.values())
+    assert giosg.expired_token_requests == []
+    failures = [
+        r.getMessage()
+        for r in sdk_warnings
+        if "failed" in r.msg or "did not finish" in r.getMessage()
+    ]
+    assert failures == []
+
+
+async def test_the_limit_defaults_to_half_the_http_pool_and_lives_with_the_pool(
+    giosg: FakeGiosg,
+) -> None:
+    """Default capacity max_connections // 2; tied to the pool's client while it runs."""
+    pool = VisitorPool(ORG_ID, store=MemoryStore(), base_url=giosg.base_url, max_connections=8)
+    async with pool:
+        client = (await pool.get("alice")).http_client
+        limiter = limiter_for(client)
+        assert limiter is not None
+        assert limiter.capacity == 4
+        assert limiter.granted == 1  # alice's first auth went through it
+    assert limiter_for(client) is None
+    with pytest.raises(ValueError, match="max_background_requests"):
+        VisitorPool(ORG_ID, store=MemoryStore(), max_background_requests=0)
+    with pytest.raises(ValueError, match="max_background_requests"):
+        VisitorPool(ORG_ID, store=MemoryStore(), max_connections=10, max_background_requests=11)
+
+
+class TestGatedTransport:
+    @staticmethod
+    def _held(release: anyio.Event, counts: dict[str, int]) -> httpx.AsyncBaseTransport:
+        async def handler(request: httpx.Request) -> httpx.Response:
+            counts["now"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+            counts["order"] = counts.get("order", 0) * 100 + int(request.url.path[1:])
+            try:
+                await release.wait()
+            finally:
+                counts["now"] -= 1
+            return httpx.Response(200, content=b"x" * 10)
+
+        return httpx.MockTransport(handler)
+
+    async def test_never_more_requests_inside_than_capacity(self) -> None:
+        """Thirty requests through a gate of three: at most three reach the transport."""
+        release, counts = anyio.Event(), {"now": 0, "peak": 0}
+        gated = GatedTransport(self._held(release, counts), 3, time.monotonic)
+        statuses: list[int] = []
+        async with httpx.AsyncClient(transport=gated, base_url="http://x") as client:
+
+            async def get(n: int) -> None:
+                statuses.append((await client.get(f"/{n}")).status_code)
+
+            async with anyio.create_task_group() as tg:
+                for n in range(30):
+                    tg.start_soon(get, n)
+                await _yield(20)
+                assert counts["now"] == 3
+                assert gated.gate.waiting == 27
+                release.set()
+        assert statuses == [200] * 30
+        assert counts["peak"] == 3
+        assert gated.gate.in_use == 0
+
+    async def test_a_waiter_gets_pool_timeout(self) -> None:
+        """Waiting at the gate longer than the pool timeout raises httpx.PoolTimeout."""
+        release, counts = anyio.Event(), {"now": 0, "peak": 0}
+        gated = GatedTransport(self._held(release, counts), 1, time.monotonic)
+        timeout = httpx.Timeout(5.0, pool=0.05)
+        async with (
+            httpx.AsyncClient(transport=gated, base_url="http://x", timeout=timeout) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(client.get, "/1")
+            await _yield(5)
+            with pytest.raises(httpx.PoolTimeout):
+                await client.get("/2")
+            assert gated.gate.in_use == 1
+            release.set()
+        assert gated.gate.in_use == 0
+
+    async def test_the_slot_is_held_until_the_body_is_closed(self) -> None:
+        """A streamed response keeps its slot (and connection) until it is closed."""
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield b"abc"
+
+        transport = httpx.MockTransport(lambda request: httpx.Response(200, stream=Body()))
+        gated = GatedTransport(transport, 1, time.monotonic)
+        async with httpx.AsyncClient(transport=gated, base_url="http://x") as client:
+            async with client.stream("GET", "/1") as response:
+                assert gated.gate.in_use == 1
+                assert await response.aread() == b"abc"
+            assert gated.gate.in_use == 0
+            async with client.stream("GET", "/2"):
+                pass  # closed unread
+            assert gated.gate.in_use == 0
+
+    async def test_background_requests_go_first_by_deadline(self) -> None:
+        """Behind a held slot, background requests (by deadline) pass plain ones."""
+        release, counts = anyio.Event(), {"now": 0, "peak": 0}
+        gated = GatedTransport(self._held(release, counts), 1, lambda: 100.0)
+        async with httpx.AsyncClient(transport=gated, base_url="http://x") as client:
+
+            async def get(n: int, deadline: float | None) -> None:
+                if deadline is None:
+                    await client.get(f"/{n}")
+                else:
+                    with background(deadline):
+                        await client.get(f"/{n}")
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(get, 1, None)
+                await _yield(5)
+                # A plain request ranks at now + pool timeout (100 + 5).
+                for n, deadline in ((2, None), (3, 150.0), (4, 101.0)):
+                    tg.start_soon(get, n, deadline)
+                    await _yield(5)
+                release.set()
+        assert counts["order"] == 1_04_02_03
+
+
+async def test_presence_refreshes_go_through_the_background_limit(
+    sdk_warnings: list[logging.LogRecord],
+) -> None:
+    """60 pooled visitors in a room, every presence refresh due at the same instant.
+
+    Over real sockets on a virtual clock: every refresh is made, each through a slot of
+    the background limit, and never more than the limit's capacity is inside the HTTP
+    library at once.
+    """
+    visitors_count, connections, capacity, presence = 60, 4, 2, 60
+    clock = FakeClock(settle=_fast_settle)
+    async with FakeGiosg(token_lifetime=1800, clock=clock, rooms=[ROOM_ID]) as giosg:
+        transport = _CountingTransport(
+            httpx.AsyncHTTPTransport(
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                )
+            )
+        )
+        timeouts = Timeouts(pool=2.0)
+        async with (
+            httpx.AsyncClient(transport=transport, timeout=timeouts.httpx_timeout()) as client,
+            VisitorPool(
+                ORG_ID,
+                store=MemoryStore(),
+                base_url=giosg.base_url,
+                http_client=client,
+                clock=clock,
+                idle_timeout=None,
+                max_background_requests=capacity,
+                realtime=False,
+                timeouts=timeouts,
+                presence_expires_in=presence,
+            ) as pool,
+        ):
+            limiter = limiter_for(client)
+            assert limiter is not None
+
+            async def join(n: int) -> None:
+                visitor = await pool.get(f"user-{n}")
+                await visitor.join_room(ROOM_ID)
+
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as tg:
+                    for n in range(visitors_count):
+                        tg.start_soon(join, n)
+
+            def refreshes() -> int:
+                return sum(1 for r in giosg.requests if r.method == "PATCH" and r.status == 200)
+
+            assert refreshes() == 0
+            granted, transport.peak, limiter.max_waiting = limiter.granted, 0, 0
+            await clock.advance(presence / 2 + 0.5)  # every refresh is due now
+            await wait_until(lambda: refreshes() >= visitors_count, seconds=60)
+            assert refreshes() == visitors_count
+            assert limiter.granted - granted == visitors_count
+            assert transport.peak <= capacity
+            assert limiter.max_waiting > 0  # they did queue: in the limiter
+    failures = [r.getMessage() for r in sdk_warnings if r.levelno >= logging.WARNING]
+    assert failures == []
+
+
+async def test_a_background_request_that_must_renew_first_cannot_deadlock_the_limit() -> None:
+    """One slot; eight presence refreshes whose tokens are past their hard point.
+
+    Each must renew (a slot for the auth request) before its PATCH (a slot again): a
+    refresh that held its slot while waiting for the renewal would block every renewal.
+    """
+    async with virtual_world(lifetime=1800) as world:
+        limiter = register(world.client, 1)
+        assert limiter is not None
+        try:
+            async with AsyncExitStack() as stack:
+                visitors = [
+                    await stack.enter_async_context(world.visitor(key=f"u{n}")) for n in range(8)
+                ]
+                for visitor in visitors:
+                    await visitor.join_room(ROOM_ID)
+                auths = len(world.giosg.auth_requests)
+                # Into every token's hard window without waking the renewal loops.
+                world.clock._now += 1800 - 10
+                with anyio.fail_after(10):
+                    async with anyio.create_task_group() as tg:
+                        for visitor in visitors:
+                            tg.start_soon(visitor._require_api().refresh_presence, ROOM_ID, 60)
+                assert len(world.giosg.auth_requests) == auths + 8
+                assert limiter.max_in_use == 1
+        finally:
+            unregister(world.client, limiter)
+    assert world.giosg.expired_token_requests == []
+
+
+async def test_the_pool_gates_its_own_client(giosg: FakeGiosg) -> None:
+    """A pool's own client admits at most max_connections requests into httpcore."""
+    async with VisitorPool(
+        ORG_ID, store=MemoryStore(), base_url=giosg.base_url, max_connections=3, realtime=False
+    ) as pool:
+        visitor = await pool.get("alice")
+        gated = visitor.http_client._transport
+        assert isinstance(gated, GatedTransport)
+        statuses: list[int] = []
+
+        async def probe() -> None:
+            statuses.append((await get_chats(giosg, visitor)).status_code)
+
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                for _ in range(40):
+                    tg.start_soon(probe)
+        assert statuses == [200] * 40
+        assert gated.gate.max_in_use <= 3
+        assert gated.gate.in_use == 0
