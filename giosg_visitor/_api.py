@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any, Final, final
 
 import httpx
@@ -147,6 +148,16 @@ class VisitorAPI:
         path = f"{self._room_path(room_id)}/visitors/{self._visitor_id()}"
         with background(self._clock.monotonic() + presence_expires_in / 2):
             return await self._json("PATCH", path, {"presence_expires_in": presence_expires_in})
+
+    def catching_up(self) -> AbstractContextManager[None]:
+        """Mark reads that catch up after a ``Resubscribed`` or ``Gap`` marker as background work.
+
+        A router restart reconnects every visitor at once, and each visitor's streams then
+        read back what they missed: in a pool these reads wait for a slot of the pool-wide
+        limit (ranked by the end of one request timeout from now), so the wave cannot flood
+        the shared HTTP pool and starve renewals.
+        """
+        return background(self._clock.monotonic() + self._request_timeout)
 
     async def create_chat(self, room_id: str) -> ChatInfo:
         """Start a chat in a room (not retried: a retry could start a second chat)."""

@@ -418,7 +418,8 @@ class MessageStream(_ChannelStream):
             if self._backfill_due:
                 # Cleared only after it succeeded: a backfill cut short by a caller's
                 # timeout is redone on the next call, never lost with its marker.
-                self._pending.extend(await self._chat._backfill(self._seen))
+                with self._chat._api.catching_up():
+                    self._pending.extend(await self._chat._backfill(self._seen))
                 self._backfill_due = False
             if self._pending:
                 return self._pending.popleft()
@@ -455,7 +456,8 @@ class MemberStream(_ChannelStream):
         subscription = await self._ensure_started()
         while True:
             if self._resync_due:
-                await self._resync()  # redone if a caller's timeout cut it short
+                with self._chat._api.catching_up():
+                    await self._resync()  # redone if a caller's timeout cut it short
                 self._resync_due = False
             if self._pending:
                 return self._pending.popleft()

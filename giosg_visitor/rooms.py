@@ -78,13 +78,15 @@ class OnlineOperators:
         if self._subscription is None:
             raise RuntimeError("use `async with visitor.online_operators(room_id)` first")
         if self._resync_due:
-            await self._resync()  # redone if a caller's timeout cut it short
+            with self._api.catching_up():
+                await self._resync()  # redone if a caller's timeout cut it short
             self._resync_due = False
             return self.current
         async for event in self._subscription:
             if isinstance(event, Resubscribed | Gap):
                 self._resync_due = True
-                await self._resync()
+                with self._api.catching_up():
+                    await self._resync()
                 self._resync_due = False
                 return self.current
             if self._apply(event):

@@ -21,7 +21,7 @@ import anyio.lowlevel
 import httpx
 import pytest
 
-from giosg_visitor import MemoryStore, SessionState, Timeouts
+from giosg_visitor import MemoryStore, SessionState, Timeouts, Visitor
 from giosg_visitor._limiter import (
     DeadlineLimiter,
     GatedTransport,
@@ -31,6 +31,7 @@ from giosg_visitor._limiter import (
     unregister,
 )
 from giosg_visitor.pool import VisitorPool
+from giosg_visitor.realtime import ReconnectPolicy
 from giosg_visitor.testing import FakeClock, FakeGiosg
 
 from .._helpers import ORG_ID, ROOM_ID, get_chats, virtual_world, wait_until
@@ -450,3 +451,49 @@ async def test_the_pool_gates_its_own_client(giosg: FakeGiosg) -> None:
         assert statuses == [200] * 40
         assert gated.gate.max_in_use <= 3
         assert gated.gate.in_use == 0
+
+
+async def test_catching_up_after_a_reconnect_goes_through_the_background_limit(
+    giosg: FakeGiosg,
+) -> None:
+    """After a router restart every stream reads back what it missed: in the limit.
+
+    Over real sockets: the socket is reset while a message stream, a membership stream
+    and an online-operators stream are open; the message backfill, the membership resync
+    and the operators resync after the ``Resubscribed`` markers each take a slot of the
+    client's background limit, and the missed message arrives once.
+    """
+    async with httpx.AsyncClient() as client:
+        limiter = register(client, 2)
+        assert limiter is not None
+        try:
+            async with Visitor(
+                ORG_ID,
+                base_url=giosg.base_url,
+                http_client=client,
+                reconnect=ReconnectPolicy(first_delay=0.2, max_delay=1.0),
+            ) as visitor:
+                operator = await giosg.operator_online(ROOM_ID)
+                chat = await visitor.start_chat(ROOM_ID)
+                async with (
+                    chat.messages(include_history=False) as messages,
+                    chat.member_changes() as members,
+                    visitor.online_operators(ROOM_ID) as operators,
+                ):
+                    with anyio.fail_after(10):
+                        await anext(members)  # the initial list, read outside the limit
+                    before = limiter.granted
+                    await giosg.drop_sockets("reset")
+                    await giosg.operator_says(chat.id, operator, "said while disconnected")
+                    with anyio.fail_after(10):
+                        received = await anext(messages)
+                        while received.type != "msg":  # the operator's join comes first
+                            received = await anext(messages)
+                        assert received.message == "said while disconnected"
+                        await anext(operators)  # the resync after the marker
+                        while limiter.granted - before < 3:
+                            await anext(members)
+                    assert limiter.granted - before >= 3
+                    assert limiter.in_use == 0
+        finally:
+            unregister(client, limiter)
