@@ -36,6 +36,7 @@ from ._http import (
     send_bounded,
     send_bounded_sync,
 )
+from ._lifecycle import AsyncResource
 from ._oauth import (
     GRANT_CLIENT_CREDENTIALS,
     GRANT_REFRESH_TOKEN,
@@ -260,7 +261,7 @@ def _normalise_scope(scope: str | Iterable[str] | None) -> str | None:
 
 
 @final
-class ClientCredentials(httpx.Auth):
+class ClientCredentials(AsyncResource, httpx.Auth):
     """OAuth2 client credentials (RFC 6749 §4.4) as an ``httpx.Auth``, renewed automatically.
 
     The first request obtains a token from ``token_url``; later requests reuse it until
@@ -482,17 +483,6 @@ class ClientCredentials(httpx.Auth):
         """
         self._closed = True
         self._close_sync_client()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def __enter__(self) -> Self:
         return self

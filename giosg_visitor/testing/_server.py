@@ -15,8 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, final
+from typing import Any, Literal, TypeVar, final
 
 import anyio
 import httpx
@@ -26,6 +25,7 @@ from starlette.responses import JSONResponse, Response
 
 from .._clock import Clock
 from .._facts import API_PREFIX
+from .._lifecycle import AsyncResource
 from ._bot import ScriptedBot
 from ._fake import FakeState, RecordedRequest, RotationMode, build_app
 from ._faults import Fault, FaultPlan
@@ -41,7 +41,7 @@ _AUTHORIZE_PATH = "/_fake/router/authorize"
 
 
 @final
-class FakeGiosg:
+class FakeGiosg(AsyncResource):
     """A faithful local Giosg: visitor auth, the public API and (with the router) sockets.
 
     Use ``async with FakeGiosg() as giosg:`` on either backend, then point a visitor at
@@ -429,16 +429,11 @@ class FakeGiosg:
 
     # Lifecycle ---------------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         await anyio.to_thread.run_sync(self.start)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """:meth:`stop` from async code (asyncio or trio), without blocking its loop."""
         # Shielded: a cancelled test or Ctrl-C must still stop the server thread and save
         # the data file, or the next run meets a store the fake has forgotten.
         with anyio.CancelScope(shield=True):
