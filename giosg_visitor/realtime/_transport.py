@@ -20,6 +20,7 @@ ends of ``sub`` frames, and so part of a token), and a
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,8 @@ from websockets.exceptions import (
 )
 from websockets.frames import Close, Frame, Opcode
 from websockets.protocol import State
+from websockets.proxy import get_proxy
+from websockets.uri import parse_uri
 
 from giosg_visitor._redact import RedactingFilter, redact
 from giosg_visitor._renewal import parse_retry_after
@@ -128,13 +131,31 @@ class SocketTransport(Protocol):
         ...
 
 
+@functools.lru_cache(maxsize=256)
+def _environment_proxy(secure: bool, host: str, port: int) -> str | None:
+    """websockets' reading of the environment's proxy settings for one endpoint."""
+    scheme = "wss" if secure else "ws"
+    return get_proxy(parse_uri(f"{scheme}://{host}:{port}/"))
+
+
+def resolve_proxy(url: str) -> str | None:
+    """The proxy URL the environment configures for ``url``, or ``None`` to go direct.
+
+    websockets' ``proxy=True`` reads the environment (``getproxies``, ``proxy_bypass``)
+    on every connect; this reads it once per process per (scheme, host, port), so a
+    proxy setting changed after the first connect to an endpoint is not seen.
+    """
+    uri = parse_uri(url)
+    return _environment_proxy(uri.secure, uri.host, uri.port)
+
+
 @final
 class WebSocketTransport:
     """The websockets-based :class:`SocketTransport`, on asyncio or trio.
 
     Args:
-        proxy: websockets' ``proxy`` argument: ``True`` uses the environment's proxy
-            settings, ``None`` connects directly, a URL forces a proxy.
+        proxy: ``True`` uses the environment's proxy settings (read once per process
+            per endpoint), ``None`` connects directly, a URL forces a proxy.
         compression: Negotiate permessage-deflate.
         user_agent: The ``User-Agent`` header (``None`` removes it).
         wall_time: UNIX time, to read an HTTP-date ``Retry-After``.
@@ -194,7 +215,7 @@ class WebSocketTransport:
             "close_timeout": close_timeout,
             "max_size": max_size,
             "compression": "deflate" if self._compression else None,
-            "proxy": self._proxy,
+            "proxy": resolve_proxy(url) if self._proxy is True else self._proxy,
             "user_agent_header": self._user_agent,
             "logger": WEBSOCKETS_LOGGER,
         }
