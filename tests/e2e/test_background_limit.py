@@ -118,11 +118,16 @@ class _CountingTransport(httpx.AsyncBaseTransport):
         self.inner = inner
         self.now = 0
         self.peak = 0
+        # While set, PATCH requests wait here until it fires: a test holds the first ones on
+        # the wire so that the rest must queue, however fast the loopback server answers.
+        self.hold_patches: anyio.Event | None = None
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.now += 1
         self.peak = max(self.peak, self.now)
         try:
+            if self.hold_patches is not None and request.method == "PATCH":
+                await self.hold_patches.wait()
             return await self.inner.handle_async_request(request)
         finally:
             self.now -= 1
@@ -391,12 +396,15 @@ async def test_presence_refreshes_go_through_the_background_limit(
 
             assert refreshes() == 0
             granted, transport.peak, limiter.max_waiting = limiter.granted, 0, 0
+            release = transport.hold_patches = anyio.Event()
             await clock.advance(presence / 2 + 0.5)  # every refresh is due now
+            # The first refreshes hold their places on the wire; the others must queue.
+            await wait_until(lambda: limiter.max_waiting > 0, seconds=30)
+            release.set()
             await wait_until(lambda: refreshes() >= visitors_count, seconds=60)
             assert refreshes() == visitors_count
             assert limiter.granted - granted == visitors_count
             assert transport.peak <= capacity
-            assert limiter.max_waiting > 0  # they did queue: in the limiter
     failures = [r.getMessage() for r in sdk_warnings if r.levelno >= logging.WARNING]
     assert failures == []
 
