@@ -91,6 +91,14 @@ class SocketConnection(Protocol):
     ``callback(kind)`` for every inbound frame, control frames included. The connection
     then counts pings and pongs as signs of life; without it, only what :meth:`recv`
     returns and answered pings count.
+
+    And it may offer ``async send_ping() -> Callable[[], bool] | None`` (the default
+    transport's do): send a ping without waiting for its pong and return a check that
+    tells, when called later, whether the pong has arrived. It must not wait for the
+    network: when the ping cannot go out at once (the socket is closing, or its send
+    buffer is full) it returns ``None`` and the connection pings with :meth:`ping`
+    instead. The keepalive then costs no task per ping; sockets without it are pinged
+    with :meth:`ping` as before.
     """
 
     async def send(self, text: str) -> None:
@@ -397,6 +405,31 @@ class _WebSocket:
         except Exception as exc:
             raise _map_io_error(exc) from _safe_cause(exc)
 
+    async def send_ping(self) -> Callable[[], bool] | None:
+        """Send a ping without waiting for its pong; ``None`` if it would have to wait.
+
+        Returns:
+            A check, true once the pong has arrived; ``None`` when the socket is not open
+            or its writes are backed up (asyncio: websockets' write buffer is above its
+            limit; trio: another send holds the socket), where ``ping()`` would wait.
+        """
+        ws = self._ws
+        trio = self._backend == "trio"
+        if ws.state is not State.OPEN or _sends_backed_up(ws, trio=trio):
+            return None
+        try:
+            # Neither waits for the pong. On asyncio the frame goes to the transport's
+            # buffer, below its limit: no suspension. On trio ten bytes go to the
+            # kernel; with the send lock free, no other send is stuck on a full buffer.
+            if trio:
+                event = await ws.ping()
+                answered: Callable[[], bool] = event.is_set
+            else:
+                answered = functools.partial(_pong_arrived, await ws.ping())
+        except Exception as exc:
+            raise _map_io_error(exc) from _safe_cause(exc)
+        return answered
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed:
             return
@@ -425,6 +458,23 @@ class _WebSocket:
                 await asyncio.sleep(0)
         except Exception:  # aborting a socket that is already gone
             pass
+
+
+def _sends_backed_up(ws: Any, *, trio: bool) -> bool:
+    """Whether a send on websockets' connection ``ws`` would wait (for room or for a lock).
+
+    Reads websockets' flow-control state (``paused`` on asyncio, ``send_lock`` on trio);
+    a release without it reads as "not backed up", the way pings were sent before.
+    """
+    if trio:
+        lock = getattr(ws, "send_lock", None)
+        return lock is not None and bool(lock.locked())
+    return bool(getattr(ws, "paused", False))
+
+
+def _pong_arrived(waiter: asyncio.Future[float]) -> bool:
+    """Whether websockets' asyncio pong waiter was answered (not failed by a close)."""
+    return waiter.done() and not waiter.cancelled() and waiter.exception() is None
 
 
 def _safe_cause(exc: Exception) -> Exception | None:

@@ -691,9 +691,44 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._channels.write(ops, token, protocol)
 
     async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
+        # A ping every ``interval`` on a healthy link. A socket that can ping without
+        # waiting (send_ping) is checked by sleeping through the timeout and looking at
+        # what came back: no task, task group or event per ping (this runs for every
+        # connection every interval). Others race ping() against the timeout.
+        send_ping: Callable[[], Awaitable[Callable[[], bool] | None]] | None = getattr(
+            socket, "send_ping", None
+        )
+        timeout = self._ping_timeout
+        clock = self._clock
+        watched = hasattr(socket, "watch_frames")
+        wait = interval
         while True:
-            await self._clock.sleep(interval)
-            alive, error = await self._await_pong(socket)
+            await clock.sleep(wait)
+            wait = interval
+            seen = self._rx_count
+            answered: Callable[[], bool] | None = None
+            error: Exception | None = None
+            if send_ping is not None:
+                try:
+                    answered = await send_ping()
+                except (GiosgError, OSError) as exc:
+                    await self._lost_after_grace(exc)
+                    return
+            if answered is None:
+                alive, error = await self._await_pong(socket)
+            else:
+                # Life is any frame since the ping (it proves the link as a pong would)
+                # or the pong itself. A healthy link is known after min(interval,
+                # timeout): then the next ping goes out ``interval`` after this one.
+                first = min(interval, timeout)
+                await clock.sleep(first)
+                alive = self._pinged_back(seen, answered, watched)
+                if not alive and timeout > first:
+                    await clock.sleep(timeout - first)
+                    alive = self._pinged_back(seen, answered, watched)
+                    wait = 0.0  # the timeout outlasted the interval: the next ping is due
+                else:
+                    wait = interval - first
             if alive:
                 continue
             if error is not None:
@@ -708,6 +743,16 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     )
                 )
             return
+
+    def _pinged_back(self, seen: int, answered: Callable[[], bool], watched: bool) -> bool:
+        """Whether a frame arrived since the ping (``seen`` frames then) or its pong did."""
+        if self._rx_count != seen:
+            return True
+        if not answered():
+            return False
+        if not watched:
+            self._touch()  # the pong is a frame the socket did not report
+        return True
 
     async def _await_pong(self, socket: SocketConnection) -> tuple[bool, Exception | None]:
         """Whether the link answered within the ping timeout, and the error if the ping failed."""

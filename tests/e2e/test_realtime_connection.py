@@ -47,7 +47,8 @@ from giosg_visitor.realtime import (
     Subscription,
     SubscriptionEvent,
 )
-from giosg_visitor.realtime._transport import SocketConnection
+from giosg_visitor.realtime._transport import SocketConnection, WebSocketTransport
+from giosg_visitor.realtime._urls import socket_endpoint
 from giosg_visitor.testing import FakeClock, MessageRouter
 from giosg_visitor.testing._router import DropMode
 from tests._router_harness import RouterHarness
@@ -408,6 +409,48 @@ class TestReconnect:
             await anyio.sleep(PING * 3)
             assert conn.stats.drops == 0
             assert conn.state is ConnectionState.OPEN
+
+
+class TestSendPing:
+    """The default transport's ``send_ping``: the pong is checked later, not waited for."""
+
+    @asynccontextmanager
+    async def open_socket(self, harness: RouterHarness) -> AsyncIterator[Any]:
+        url = socket_endpoint(harness.socket_url, strategy="raw")
+        async with WebSocketTransport(proxy=None).connect(
+            url, open_timeout=5.0, ping_interval=None, ping_timeout=None, close_timeout=1.0
+        ) as socket:
+            yield socket
+
+    async def test_the_check_turns_true_when_the_pong_arrives(
+        self, make_router: MakeRouter
+    ) -> None:
+        harness = make_router()
+        async with self.open_socket(harness) as socket:
+            answered = await socket.send_ping()
+            assert answered is not None
+            with anyio.fail_after(5):
+                while not answered():  # noqa: ASYNC110 - a check, not an event, by design
+                    await anyio.sleep(0.01)
+            assert answered()
+
+    async def test_a_black_holed_peer_never_answers(self, make_router: MakeRouter) -> None:
+        harness = make_router()
+        async with self.open_socket(harness) as socket:
+            await harness.acall(harness.router.drop_all, "blackhole")
+            answered = await socket.send_ping()
+            assert answered is not None
+            await anyio.sleep(PING)
+            assert not answered()
+
+    async def test_a_closed_socket_sends_no_ping(self, make_router: MakeRouter) -> None:
+        """Once the server closed the socket: ``None`` (the connection learns why from recv)."""
+        harness = make_router()
+        async with self.open_socket(harness) as socket:
+            await harness.acall(harness.router.drop_all, "close")
+            with anyio.fail_after(5), pytest.raises(ConnectionClosedError):
+                await socket.recv()
+            assert await socket.send_ping() is None
 
 
 class TestHandshake:
