@@ -29,6 +29,7 @@ run bench/bench_send.py
 run bench/bench_roundtrips.py
 run bench/bench_renewal.py
 run bench/bench_scale.py
+run bench/bench_keepalive.py
 
 echo "== summary ($BACKEND, $((SECONDS - total)) s in all)"
 grep '^RATIO ' "$LOG"

@@ -703,7 +703,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         watched = hasattr(socket, "watch_frames")
         wait = interval
         while True:
-            await clock.sleep(wait)
+            if wait > 0:  # 0 when the check just slept a whole interval: no extra wake-up
+                await clock.sleep(wait)
             wait = interval
             seen = self._rx_count
             answered: Callable[[], bool] | None = None
