@@ -436,7 +436,11 @@ class _WebSocket:
         self._closed = True
         with anyio.move_on_after(self._close_timeout, shield=True) as scope:
             try:
-                await self._ws.close(code, reason)
+                # websockets' trio connection closes with aclose(); asyncio's with close().
+                if self._backend == "trio":
+                    await self._ws.aclose(code, reason)
+                else:
+                    await self._ws.close(code, reason)
             except Exception:  # closing a broken socket: nothing left to do
                 pass
         if scope.cancelled_caught:

@@ -854,3 +854,44 @@ async def test_chaos_no_silent_loss(make_router: MakeRouter, tokens: Tokens) -> 
     assert drops >= 2
     assert len(markers) >= 1
     assert len(seqs) > seqs[-1] / 3
+
+
+async def test_the_close_code_and_reason_reach_the_server() -> None:
+    """``close(code, reason)`` on the default transport's socket sends that close frame.
+
+    On both backends: websockets' trio connection closes with ``aclose()``, its asyncio
+    one with ``close()``; the server records what it received.
+    """
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from giosg_visitor.testing import LoopThread
+
+    received: list[tuple[int | None, str | None]] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.wait_closed()
+        received.append((ws.close_code, ws.close_reason))
+
+    with LoopThread() as thread:
+        server = await thread.arun(_serve_on_loopback(serve, handler))
+        port = server.sockets[0].getsockname()[1]
+        try:
+            async with WebSocketTransport(proxy=None).connect(
+                f"ws://127.0.0.1:{port}/",
+                open_timeout=5.0,
+                ping_interval=None,
+                ping_timeout=None,
+                close_timeout=2.0,
+            ) as socket:
+                await socket.close(4000, "going away on purpose")
+            with anyio.fail_after(5):
+                while not received:  # noqa: ASYNC110 - the server is on another thread
+                    await anyio.sleep(0.01)
+        finally:
+            server.close()
+            await thread.arun(server.wait_closed())
+    assert received == [(4000, "going away on purpose")]
+
+
+async def _serve_on_loopback(serve: Any, handler: Any) -> Any:
+    return await serve(handler, "127.0.0.1", 0)
