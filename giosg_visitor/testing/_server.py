@@ -27,9 +27,10 @@ from .._clock import Clock
 from .._facts import API_PREFIX
 from .._lifecycle import AsyncResource
 from ._bot import ScriptedBot
-from ._fake import FakeState, RecordedRequest, RotationMode, build_app
+from ._fake import FakeState, RecordedRequest, build_app
 from ._faults import Fault, FaultPlan
-from ._router import DropMode, MessageRouter
+from ._kinds import DropMode, RotationMode
+from ._router import MessageRouter
 
 
 __all__ = ["FakeGiosg"]

@@ -48,8 +48,7 @@ from giosg_visitor.realtime import (
     SubscriptionEvent,
 )
 from giosg_visitor.realtime._transport import SocketConnection
-from giosg_visitor.testing import FakeClock, MessageRouter
-from giosg_visitor.testing._router import DropMode
+from giosg_visitor.testing import DropMode, FakeClock, MessageRouter
 from tests._router_harness import RouterHarness
 
 

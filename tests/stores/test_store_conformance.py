@@ -26,7 +26,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from giosg_visitor import Secret
 from giosg_visitor.errors import StoreUnavailableError
 from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store, VisitorRecord
-from giosg_visitor.testing._store_suite import check_store
+from giosg_visitor.testing import check_store
 
 from .._store_faults import immutable_folder, sqlite_held_exclusive
 
