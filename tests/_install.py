@@ -8,13 +8,15 @@ Shared by ``redis_server.py`` (Debian's ``redis-server``), ``_browser.py`` (Debi
 * :func:`install_once` runs an install under a lock file, so parallel test runs do not
   fight over dpkg or ``node_modules``, and skips it when another run got there first;
 * :func:`run_installer` and :func:`apt_install` run the installer, non-interactive,
-  raising the caller's "unavailable" exception with the tail of its output on failure.
+  raising the caller's "unavailable" exception with the tail of its output on failure;
+* :func:`stop_process` stops a server process the tests started.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +26,14 @@ from typing import NoReturn, TypeVar
 import pytest
 
 
-__all__ = ["apt_install", "in_ci", "install_once", "run_installer", "unavailable"]
+__all__ = [
+    "apt_install",
+    "in_ci",
+    "install_once",
+    "run_installer",
+    "stop_process",
+    "unavailable",
+]
 
 T = TypeVar("T")
 
@@ -103,3 +112,15 @@ def apt_install(
         ["apt-get", *wait_for_lock, "install", "-y", "-qq", *options, package],
     ):
         run_installer(command, error=error, timeout=timeout, env=env)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """Stop ``process`` if it still runs: SIGTERM, then SIGKILL after 5 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGCONT)  # a frozen (SIGSTOP) process cannot handle SIGTERM
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -48,7 +48,7 @@ import anyio.to_thread
 
 from giosg_visitor.testing import FakeGiosg
 
-from ._install import install_once, run_installer, unavailable as skip_or_fail
+from ._install import install_once, run_installer, stop_process, unavailable as skip_or_fail
 
 
 __all__ = [
@@ -258,14 +258,7 @@ def start_sockjs_router(
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
         yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat, process=process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()

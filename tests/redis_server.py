@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NoReturn
 
-from ._install import apt_install, install_once, unavailable as skip_or_fail
+from ._install import apt_install, install_once, stop_process, unavailable as skip_or_fail
 
 
 __all__ = ["REDIS_URL_ENV", "RedisUnavailable", "redis_server", "unavailable"]
@@ -93,16 +93,6 @@ def _answers_ping(port: int) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
     """Start redis-server on a free port; retried because the port may be taken meanwhile."""
     problem = "it did not start"
@@ -139,7 +129,7 @@ def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
             if _answers_ping(port):
                 return process, port
             time.sleep(0.05)
-        _stop(process)
+        stop_process(process)
         output = log.read_text(errors="replace").strip().splitlines()[-3:]
         problem = f"exit code {process.returncode}: {' | '.join(output) or 'no output'}"
     raise RedisUnavailable(f"redis-server did not answer PING on 127.0.0.1 ({problem})")
@@ -165,4 +155,4 @@ def redis_server(workdir: Path) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop(process)
+        stop_process(process)
