@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, final
 
 from ._api import VisitorAPI
+from ._lifecycle import AsyncResource
 from .errors import ProtocolError
 from .models import OnlineUser
 from .realtime.events import Change, Gap, Resubscribed
@@ -23,7 +23,7 @@ logger = logging.getLogger("giosg_visitor.rooms")
 
 
 @final
-class OnlineOperators:
+class OnlineOperators(AsyncResource):
     """The operators online in a room: the current value, then every change.
 
     Example:
@@ -51,7 +51,7 @@ class OnlineOperators:
         """Whether any operator is online."""
         return bool(self._users)
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         subscription = self._realtime.subscribe(self._api.online_users_channel(self.room_id))
         self._subscription = subscription
         try:
@@ -60,14 +60,9 @@ class OnlineOperators:
         except BaseException:
             await subscription.aclose()
             raise
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def aclose(self) -> None:
+        """Stop following the room (what ``async with`` does on leaving); idempotent."""
         if self._subscription is not None:
             await self._subscription.aclose()
 

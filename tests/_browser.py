@@ -13,15 +13,11 @@ silently.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Final, NoReturn
 
-import pytest
+from ._install import apt_install, install_once, unavailable as skip_or_fail
 
 
 __all__ = [
@@ -29,7 +25,6 @@ __all__ = [
     "CHROMIUM_ENV",
     "BrowserUnavailable",
     "find_chromium",
-    "in_ci",
     "unavailable",
 ]
 
@@ -47,7 +42,6 @@ CHROMIUM_ARGS: Final = (
     "--disable-sync",
 )
 _CANDIDATES: Final = ("/usr/bin/chromium", "chromium", "chromium-browser")
-_INSTALL_LOCK: Final = Path(tempfile.gettempdir()) / "giosg-visitor-chromium-install.lock"
 _INSTALL_TIMEOUT: Final = 900.0
 
 
@@ -55,17 +49,9 @@ class BrowserUnavailable(Exception):  # noqa: N818 - a reason to skip, not an er
     """No Chromium could be found or installed; the message says why."""
 
 
-def in_ci() -> bool:
-    """Whether the ``CI`` environment variable is set (to anything but a false value)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def unavailable(reason: str) -> NoReturn:
     """Skip the test for ``reason``; in CI, fail instead (browser tests must run there)."""
-    message = f"the browser tests need a headless Chromium: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"the browser tests need a headless Chromium: {reason}")
 
 
 def _which() -> str | None:
@@ -98,41 +84,11 @@ def find_chromium() -> str:
         raise BrowserUnavailable(
             "no chromium on PATH and installing it needs root (run: sudo apt-get install chromium)"
         )
-    with _INSTALL_LOCK.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            found = _which()  # another test run may have installed it meanwhile
-            if not found:
-                _apt_install("chromium")
-                found = _which()
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    found = install_once(
+        "chromium",
+        _which,
+        lambda: apt_install("chromium", error=BrowserUnavailable, timeout=_INSTALL_TIMEOUT),
+    )
     if not found:
         raise BrowserUnavailable("apt-get installed chromium but it is not on PATH")
     return found
-
-
-def _apt_install(package: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]  # wait for another dpkg, do not fail
-    for command in (
-        ["apt-get", *wait_for_lock, "update", "-qq"],
-        ["apt-get", *wait_for_lock, "install", "-y", "-qq", package],
-    ):
-        try:
-            result = subprocess.run(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_INSTALL_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise BrowserUnavailable(f"{' '.join(command)} failed: {exc}") from exc
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise BrowserUnavailable(
-                f"{' '.join(command)} exited with {result.returncode}: {' | '.join(tail)}"
-            )

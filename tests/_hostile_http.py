@@ -14,8 +14,9 @@ import socket
 import threading
 import time
 import uuid
-from types import TracebackType
-from typing import Any, Literal, Self, final
+from typing import Any, Literal, final
+
+from ._accept_loop import AcceptLoop
 
 
 __all__ = ["HostileServer"]
@@ -26,7 +27,7 @@ Behaviour = Literal["huge", "trickle", "ok"]
 
 
 @final
-class HostileServer:
+class HostileServer(AcceptLoop):
     """``auth`` and ``api`` say what each kind of request gets.
 
     * ``"ok"``: a valid answer (auth: a token; api: an empty page of results).
@@ -58,49 +59,18 @@ class HostileServer:
         self.body_bytes_sent = 0
         self.requests: list[str] = []
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.port: int = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
+        super().__init__(concurrent=True)
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:<port>``."""
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(10.0)
         try:
             with conn:
-                while not self._stop.is_set():
+                while not self.stopping:
                     request = self._read_request(conn)
                     if request is None:
                         return
@@ -152,7 +122,7 @@ class HostileServer:
                 b"Content-Length: 10000\r\nConnection: close\r\n\r\n"
             )
             for _ in range(10000):
-                if self._stop.is_set():
+                if self.stopping:
                     return False
                 conn.sendall(b" ")
                 self._count(1)
@@ -166,7 +136,7 @@ class HostileServer:
             + b'"'
         )
         left = self.body_size
-        while left > 0 and not self._stop.is_set():
+        while left > 0 and not self.stopping:
             piece = _CHUNK[: min(left, len(_CHUNK))]
             conn.sendall(piece)
             self._count(len(piece))

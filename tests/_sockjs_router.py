@@ -33,13 +33,11 @@ parallel test runs do not fight. Without node or npm the tests skip, except in C
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -47,11 +45,10 @@ from pathlib import Path
 from typing import Any, Final, Literal, NoReturn
 
 import anyio.to_thread
-import pytest
 
 from giosg_visitor.testing import FakeGiosg
 
-from .redis_server import in_ci
+from ._install import install_once, run_installer, stop_process, unavailable as skip_or_fail
 
 
 __all__ = [
@@ -64,7 +61,6 @@ __all__ = [
 
 #: The node package of the router.
 ROUTER_DIR: Final = Path(__file__).parent / "sockjs_router"
-_INSTALL_LOCK: Final = Path(tempfile.gettempdir()) / "giosg-visitor-sockjs-install.lock"
 _INSTALL_TIMEOUT: Final = 600.0
 _START_TIMEOUT: Final = 20.0
 #: The fake's endpoint the router asks about each ``sub``.
@@ -77,10 +73,13 @@ class SockJSRouterUnavailable(Exception):  # noqa: N818 - a reason to skip, not 
 
 def unavailable(reason: str) -> NoReturn:
     """Skip the test for ``reason``; in CI, fail instead (the SockJS tests must run there)."""
-    message = f"the SockJS router tests need Node.js and npm: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"the SockJS router tests need Node.js and npm: {reason}")
+
+
+def _installed() -> Path | None:
+    """The installed ``sockjs`` package, or ``None``."""
+    package = ROUTER_DIR / "node_modules" / "sockjs"
+    return package if package.is_dir() else None
 
 
 def ensure_installed() -> str:
@@ -92,36 +91,23 @@ def ensure_installed() -> str:
     node = shutil.which("node")
     if node is None:
         raise SockJSRouterUnavailable("node is not on PATH")
-    if (ROUTER_DIR / "node_modules" / "sockjs").is_dir():
+    if _installed():
         return node
     npm = shutil.which("npm")
     if npm is None:
         raise SockJSRouterUnavailable("npm is not on PATH")
-    with _INSTALL_LOCK.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            if not (ROUTER_DIR / "node_modules" / "sockjs").is_dir():
-                verb = "ci" if (ROUTER_DIR / "package-lock.json").exists() else "install"
-                command = [npm, verb, "--no-audit", "--no-fund", "--loglevel=error"]
-                try:
-                    result = subprocess.run(
-                        command,
-                        cwd=ROUTER_DIR,
-                        stdin=subprocess.DEVNULL,
-                        capture_output=True,
-                        text=True,
-                        timeout=_INSTALL_TIMEOUT,
-                        check=False,
-                    )
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    raise SockJSRouterUnavailable(f"npm {verb} failed: {exc}") from exc
-                if result.returncode != 0:
-                    tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-                    raise SockJSRouterUnavailable(
-                        f"npm {verb} exited with {result.returncode}: {' | '.join(tail)}"
-                    )
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    verb = "ci" if (ROUTER_DIR / "package-lock.json").exists() else "install"
+    install_once(
+        "sockjs",
+        _installed,
+        lambda: run_installer(
+            [npm, verb, "--no-audit", "--no-fund", "--loglevel=error"],
+            error=SockJSRouterUnavailable,
+            timeout=_INSTALL_TIMEOUT,
+            cwd=ROUTER_DIR,
+            name=f"npm {verb}",
+        ),
+    )
     return node
 
 
@@ -272,14 +258,7 @@ def start_sockjs_router(
         threading.Thread(target=_drain, args=(process,), daemon=True).start()
         yield SockJSRouter(port, prefix=prefix, heartbeat=heartbeat, process=process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a frozen process cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()

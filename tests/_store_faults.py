@@ -29,7 +29,7 @@ import anyio
 import pytest
 import redis
 
-from .redis_server import in_ci
+from ._install import in_ci
 
 
 __all__ = [

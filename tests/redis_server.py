@@ -17,24 +17,21 @@ vanish silently.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Final, NoReturn
 
-import pytest
+from ._install import apt_install, install_once, stop_process, unavailable as skip_or_fail
 
 
-__all__ = ["REDIS_URL_ENV", "RedisUnavailable", "in_ci", "redis_server", "unavailable"]
+__all__ = ["REDIS_URL_ENV", "RedisUnavailable", "redis_server", "unavailable"]
 
 REDIS_URL_ENV: Final = "GIOSG_VISITOR_TEST_REDIS_URL"
-_INSTALL_LOCK: Final = Path(tempfile.gettempdir()) / "giosg-visitor-redis-install.lock"
 _INSTALL_TIMEOUT: Final = 600.0
 _START_TIMEOUT: Final = 10.0
 _START_ATTEMPTS: Final = 3
@@ -44,17 +41,9 @@ class RedisUnavailable(Exception):  # noqa: N818 - a reason to skip, not an erro
     """No ``redis-server`` could be found, installed or started; the message says why."""
 
 
-def in_ci() -> bool:
-    """Whether the ``CI`` environment variable is set (to anything but a false value)."""
-    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
-
-
 def unavailable(reason: str) -> NoReturn:
     """Skip the test for ``reason``; in CI, fail instead (Redis tests must run there)."""
-    message = f"Redis tests need a redis-server: {reason}"
-    if in_ci():
-        pytest.fail(f"{message} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(message)
+    skip_or_fail(f"Redis tests need a redis-server: {reason}")
 
 
 def find_redis_server() -> str:
@@ -73,45 +62,19 @@ def find_redis_server() -> str:
             "redis-server is not on PATH and installing it needs root "
             "(run: sudo apt-get install redis-server)"
         )
-    with _INSTALL_LOCK.open("a") as lock_file:
-        fcntl.flock(lock_file, fcntl.LOCK_EX)
-        try:
-            found = shutil.which("redis-server")  # another test run may have installed it
-            if not found:
-                _apt_install("redis-server")
-                found = shutil.which("redis-server")
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    found = install_once(
+        "redis",
+        lambda: shutil.which("redis-server"),
+        lambda: apt_install(
+            "redis-server",
+            error=RedisUnavailable,
+            timeout=_INSTALL_TIMEOUT,
+            options=["--no-install-recommends"],
+        ),
+    )
     if not found:
         raise RedisUnavailable("apt-get installed redis-server but it is not on PATH")
     return found
-
-
-def _apt_install(package: str) -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    # Wait for a dpkg lock held by someone else instead of failing at once.
-    wait_for_lock = ["-o", "DPkg::Lock::Timeout=300"]
-    for command in (
-        ["apt-get", *wait_for_lock, "update", "-qq"],
-        ["apt-get", *wait_for_lock, "install", "-y", "-qq", "--no-install-recommends", package],
-    ):
-        try:
-            result = subprocess.run(
-                command,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=_INSTALL_TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RedisUnavailable(f"{' '.join(command)} failed: {exc}") from exc
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-5:]
-            raise RedisUnavailable(
-                f"{' '.join(command)} exited with {result.returncode}: {' | '.join(tail)}"
-            )
 
 
 def _free_port() -> int:
@@ -128,16 +91,6 @@ def _answers_ping(port: int) -> bool:
             return sock.recv(64).startswith(b"+PONG")
     except OSError:
         return False
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
@@ -176,7 +129,7 @@ def _start(executable: str, workdir: Path) -> tuple[subprocess.Popen[bytes], int
             if _answers_ping(port):
                 return process, port
             time.sleep(0.05)
-        _stop(process)
+        stop_process(process)
         output = log.read_text(errors="replace").strip().splitlines()[-3:]
         problem = f"exit code {process.returncode}: {' | '.join(output) or 'no output'}"
     raise RedisUnavailable(f"redis-server did not answer PING on 127.0.0.1 ({problem})")
@@ -202,4 +155,4 @@ def redis_server(workdir: Path) -> Iterator[str]:
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        _stop(process)
+        stop_process(process)

@@ -37,7 +37,7 @@ from giosg_visitor.models import Message
 from giosg_visitor.stores.base import check_key
 
 from . import _scripts
-from ._redis import RedisLink
+from ._redis import coordinator_link
 from ._types import Lease, LeaseLostError, message_to_json
 
 
@@ -160,7 +160,7 @@ class RedisCoordinator:
         self.dedupe_max = dedupe_max
         self.prefix = prefix
         self.worker_id = worker_id or default_worker_id()
-        self._link = RedisLink(
+        self._link = coordinator_link(
             url_or_client, socket_timeout=_positive("socket_timeout", socket_timeout)
         )
         self._lease_ms = max(1, math.ceil(self.lease_seconds * 1000))

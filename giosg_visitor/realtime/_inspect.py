@@ -24,24 +24,18 @@ from typing import Any, Final, final
 import anyio
 import attrs
 import websockets.asyncio.client
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidStatus,
-    InvalidURI,
-    WebSocketException,
-)
+from websockets.exceptions import InvalidStatus
 from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
-from giosg_visitor.errors import TransportError, TransportTimeoutError, UntrustedEndpointError
+from giosg_visitor.errors import TransportError
 
 from ._transport import (
     WEBSOCKETS_LOGGER,
     HandshakeRejectedError,
     SocketConnection,
+    WebSocketTransport,
     _AsyncioConnect,
-    _closed_error,
-    _is_trio_stream_error,
     _safe_cause,
     _WebSocket,
     current_backend,
@@ -51,6 +45,9 @@ from ._transport import (
 __all__ = ["HandshakeResponse", "InspectedHandshakeError", "InspectedSocket", "open_inspected"]
 
 _CONTROL_OPCODES: Final = {Opcode.PING: "ping", Opcode.PONG: "pong", Opcode.CLOSE: "close"}
+#: Maps a failed opening handshake as the real-time connection does (a refused status
+#: aside: a probe reports the whole response instead).
+_CONNECTION_ERRORS: Final = WebSocketTransport()
 
 
 @final
@@ -172,38 +169,32 @@ async def open_inspected(
                 WEBSOCKETS_LOGGER.debug("error while releasing a probe socket", exc_info=False)
 
 
-def _note_control(log: list[str], event: Event) -> None:
-    if isinstance(event, Frame):
-        kind = _CONTROL_OPCODES.get(event.opcode)
-        if kind is not None:
-            log.append(kind)
+class _NotesControlFrames:
+    """Mixed into a websockets connection class: notes the control frames it receives."""
 
-
-class _AsyncioInspected(websockets.asyncio.client.ClientConnection):
-    """websockets' asyncio connection that also notes the control frames it receives."""
+    probe_control_frames: list[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.probe_control_frames: list[str] = []
+        self.probe_control_frames = []
 
     def process_event(self, event: Event) -> None:
-        _note_control(self.probe_control_frames, event)
-        super().process_event(event)
+        if isinstance(event, Frame):
+            kind = _CONTROL_OPCODES.get(event.opcode)
+            if kind is not None:
+                self.probe_control_frames.append(kind)
+        super().process_event(event)  # type: ignore[misc]  # the connection class's
+
+
+class _AsyncioInspected(_NotesControlFrames, websockets.asyncio.client.ClientConnection):
+    """websockets' asyncio connection that also notes the control frames it receives."""
 
 
 def _trio_inspect_connect(url: str, kwargs: dict[str, Any]) -> AbstractAsyncContextManager[Any]:
     import websockets.trio.client
 
-    class _TrioInspected(websockets.trio.client.ClientConnection):
+    class _TrioInspected(_NotesControlFrames, websockets.trio.client.ClientConnection):
         """websockets' trio connection that also notes the control frames it receives."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.probe_control_frames: list[str] = []
-
-        def process_event(self, event: Event) -> None:
-            _note_control(self.probe_control_frames, event)
-            super().process_event(event)
 
     class _TrioConnect(websockets.trio.client.connect):
         """websockets' trio ``connect`` that never follows a redirect."""
@@ -223,15 +214,5 @@ def _map_open_error(exc: Exception) -> Exception:
             f"the socket endpoint answered the WebSocket handshake with HTTP {response.status}",
             response=response,
         )
-    if isinstance(exc, InvalidURI):
-        return UntrustedEndpointError("the socket URL is not a valid WebSocket URL")
-    if isinstance(exc, TimeoutError):
-        return TransportTimeoutError("timed out opening the socket")
-    if isinstance(exc, ConnectionClosed):
-        return _closed_error(exc)
-    if isinstance(exc, OSError):
-        return TransportError(f"could not connect the socket: {type(exc).__name__}")
-    if isinstance(exc, WebSocketException) or _is_trio_stream_error(exc):
-        return TransportError(f"the WebSocket handshake failed: {type(exc).__name__}")
-    # Anything else (a RuntimeError, TypeError...) is a bug: let it through as is.
-    return exc
+    # Every other failure reads as it does for the real-time connection.
+    return _CONNECTION_ERRORS._map_open_error(exc)

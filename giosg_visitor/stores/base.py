@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, runtime_checkable
 
@@ -69,3 +70,21 @@ def check_key(key: object) -> str:
     if not key:
         raise ValueError("store keys must not be empty")
     return key
+
+
+def store_path(path: str | os.PathLike[str], *, owner: str) -> str:
+    """Validate a store's path (shared by the file-backed stores); return it absolute.
+
+    ``~`` is expanded, and a relative path is made absolute against the current directory
+    now, so a later ``chdir`` does not move the store.
+
+    Raises:
+        TypeError: ``path`` is neither a ``str`` nor an ``os.PathLike[str]``.
+        ValueError: ``path`` is empty.
+    """
+    raw = os.fspath(path)
+    if not isinstance(raw, str):
+        raise TypeError(f"{owner} path must be a str or os.PathLike[str], not {type(raw).__name__}")
+    if not raw:
+        raise ValueError(f"{owner} path must not be empty")
+    return os.path.abspath(os.path.expanduser(raw))

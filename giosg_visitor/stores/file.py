@@ -35,7 +35,7 @@ from giosg_visitor.errors import (
 )
 from giosg_visitor.stores._records import VisitorRecord
 
-from .base import check_key
+from .base import check_key, store_path
 
 
 if sys.platform != "win32":
@@ -354,14 +354,7 @@ class FileStore:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         if sys.platform == "win32":  # pragma: no cover
             raise RuntimeError("FileStore needs POSIX file locks (fcntl)")
-        raw = os.fspath(path)
-        if not isinstance(raw, str):
-            raise TypeError(
-                f"FileStore path must be a str or os.PathLike[str], not {type(raw).__name__}"
-            )
-        if not raw:
-            raise ValueError("FileStore path must not be empty")
-        self._path = os.path.abspath(os.path.expanduser(raw))
+        self._path = store_path(path, owner="FileStore")
         self._write_lock_path = f"{self._path}.lock"
         self._renew_lock_path = f"{self._path}.renew.lock"
         self._write_lock: anyio.Lock | None = None

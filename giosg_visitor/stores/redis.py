@@ -16,14 +16,13 @@ import logging
 import math
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Final, Literal, final
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias, final
 
 import anyio
 import anyio.to_thread
-import attrs
 
 from giosg_visitor._lifecycle import AsyncResource
 from giosg_visitor._redact import redact
@@ -116,61 +115,159 @@ def _scheme_of(connection_class: object) -> str:
     return "rediss" if "SSL" in name else "redis"
 
 
+#: How talking to Redis failed: no answer in time, no connection, or an error reply.
+_FailureKind: TypeAlias = Literal["timeout", "connection", "reply"]
+#: The words of each failure in a message (``Redis at <target> <words>: <detail>``).
+_FAILURE_WORDS: Final[Mapping[_FailureKind, str]] = {
+    "timeout": "timed out",
+    "connection": "could not be reached",
+    "reply": "answered with an error",
+}
+
+
 @final
-@attrs.frozen
-class _Connection:
-    """Where a Redis user connects: a URL to make clients from, or the client it was given.
+class _RedisLink:
+    """Runs Redis commands on the redis-py client that fits the running backend.
 
-    Shared by :class:`RedisStore` and the cluster coordinator, so that both read a URL or a
-    client the same way and keep its password out of every message.
-    """
+    Shared by :class:`RedisStore` and the cluster coordinator, so that both read a URL or
+    a client the same way. redis-py's asyncio client works on asyncio only: there
+    commands go to a ``redis.asyncio`` client, on trio to the synchronous client in a
+    worker thread. From a URL the link makes those clients on first use and closes them
+    in :meth:`aclose`; a client passed in is used as it is and left open.
 
-    url: str | None
-    password: str | None
-    target: str
-    async_client: redis.asyncio.Redis | None
-    sync_client: redis.Redis | None
-    owns_client: bool
+    A failure is raised as ``translate(kind, exc)``, so each owner raises its own error
+    types; the owner masks :attr:`password` in what it says.
 
-
-def _connection(redis_module: ModuleType, url_or_client: object, *, owner: str) -> _Connection:
-    """Read ``url_or_client`` (a Redis URL or a redis-py client) for ``owner``'s messages.
+    Args:
+        url_or_client: A Redis URL or a redis-py client.
+        owner: The class name the messages of ``TypeError`` and ``RuntimeError`` give.
+        socket_timeout: Connect and command timeout, seconds, of a client from the URL.
+        translate: Makes the error to raise for a failure of redis-py or the network.
+        quiet_close: :meth:`aclose` ignores an error of closing the asyncio client.
 
     Raises:
+        ImportError: redis-py is not installed.
         TypeError: Neither a URL nor a redis-py client.
         ValueError: The URL is not a Redis URL.
     """
-    if isinstance(url_or_client, str):
+
+    def __init__(
+        self,
+        url_or_client: object,
+        *,
+        owner: str,
+        socket_timeout: float,
+        translate: Callable[[_FailureKind, BaseException], Exception],
+        quiet_close: bool = False,
+    ) -> None:
+        self._redis = redis_module = _import_redis()
+        self._owner = owner
+        self._socket_timeout = socket_timeout
+        self._translate = translate
+        self._quiet_close = quiet_close
+        #: Set by an owner that is closing: it may still use the clients it has, but no
+        #: new one is made.
+        self.closed = False
+        self._url: str | None = None
+        self._async_client: redis.asyncio.Redis | None = None
+        self._sync_client: redis.Redis | None = None
+        self.password: str | None
+        self.target: str
+        self.owns_client: bool
+        if isinstance(url_or_client, str):
+            try:
+                options = redis_module.connection.parse_url(url_or_client)
+            except ValueError as exc:
+                # Without the context: a parse error deep down may quote part of the URL.
+                raise ValueError(f"invalid Redis URL: {exc}") from None
+            scheme = "rediss" if url_or_client.startswith("rediss:") else "redis"
+            self._url = url_or_client
+            self.password = options.get("password")
+            self.target = _describe(scheme, options)
+            self.owns_client = True
+        elif isinstance(url_or_client, redis_module.asyncio.Redis | redis_module.Redis):
+            pool = url_or_client.connection_pool
+            pool_options = dict(pool.connection_kwargs)
+            if isinstance(url_or_client, redis_module.asyncio.Redis):
+                self._async_client = url_or_client
+            else:
+                self._sync_client = url_or_client
+            self.password = pool_options.get("password")
+            self.target = _describe(_scheme_of(pool.connection_class), pool_options)
+            self.owns_client = False
+        else:
+            raise TypeError(
+                f"{owner} needs a Redis URL or a redis.asyncio.Redis / redis.Redis client, "
+                f"not {type(url_or_client).__name__}"
+            )
+
+    async def execute(self, *command: str | int | float | bytes) -> Any:
+        """Run one command."""
+        if _current_backend() == "asyncio" and self._sync_client is None:
+            async_client = self._async_client
+            if async_client is None:
+                async_client = self._async_client = self._from_url(self._redis.asyncio.Redis)
+            with self._map_errors():
+                return await async_client.execute_command(*command)
+        sync_client = self._sync_client
+        if sync_client is None:
+            if not self.owns_client:
+                raise RuntimeError(
+                    "a redis.asyncio.Redis client works on asyncio only; on trio pass a URL "
+                    f"or a redis.Redis client to {self._owner}"
+                )
+            sync_client = self._sync_client = self._from_url(self._redis.Redis)
+        client = sync_client
+        with self._map_errors():
+            return await anyio.to_thread.run_sync(lambda: client.execute_command(*command))
+
+    async def script(
+        self, source: str, keys: list[str], args: list[str | int | float | bytes]
+    ) -> Any:
+        """Run a Lua script (``EVAL``: Redis caches the compiled script by its digest)."""
+        return await self.execute("EVAL", source, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        """Close the clients this link made (a client passed in stays open)."""
+        if not self.owns_client:
+            return
+        async_client, self._async_client = self._async_client, None
+        sync_client, self._sync_client = self._sync_client, None
+        with anyio.CancelScope(shield=True):
+            if async_client is not None:
+                try:
+                    await async_client.aclose()
+                except Exception:
+                    if not self._quiet_close:
+                        raise
+            if sync_client is not None:
+                await anyio.to_thread.run_sync(sync_client.close)
+
+    def _from_url(self, client_class: Any) -> Any:
+        if self.closed:
+            raise RuntimeError(f"this {self._owner} is closed")
+        assert self._url is not None  # a link without a URL was given a client
+        return client_class.from_url(
+            self._url,
+            socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_timeout,
+        )
+
+    @contextlib.contextmanager
+    def _map_errors(self) -> Iterator[None]:
+        exceptions = self._redis.exceptions
         try:
-            options = redis_module.connection.parse_url(url_or_client)
-        except ValueError as exc:
-            # Without the context: a parse error deep down may quote part of the URL.
-            raise ValueError(f"invalid Redis URL: {exc}") from None
-        scheme = "rediss" if url_or_client.startswith("rediss:") else "redis"
-        return _Connection(
-            url=url_or_client,
-            password=options.get("password"),
-            target=_describe(scheme, options),
-            async_client=None,
-            sync_client=None,
-            owns_client=True,
-        )
-    if isinstance(url_or_client, redis_module.asyncio.Redis | redis_module.Redis):
-        pool = url_or_client.connection_pool
-        pool_options = dict(pool.connection_kwargs)
-        is_async = isinstance(url_or_client, redis_module.asyncio.Redis)
-        return _Connection(
-            url=None,
-            password=pool_options.get("password"),
-            target=_describe(_scheme_of(pool.connection_class), pool_options),
-            async_client=url_or_client if is_async else None,
-            sync_client=None if is_async else url_or_client,
-            owns_client=False,
-        )
-    raise TypeError(
-        f"{owner} needs a Redis URL or a redis.asyncio.Redis / redis.Redis client, "
-        f"not {type(url_or_client).__name__}"
-    )
+            yield
+        except exceptions.TimeoutError as exc:
+            raise self._translate("timeout", exc) from exc
+        except exceptions.ConnectionError as exc:
+            raise self._translate("connection", exc) from exc
+        except exceptions.RedisError as exc:
+            raise self._translate("reply", exc) from exc
+        except TimeoutError as exc:
+            raise self._translate("timeout", exc) from exc
+        except OSError as exc:
+            raise self._translate("connection", exc) from exc
 
 
 @final
@@ -227,7 +324,7 @@ class RedisStore(AsyncResource):
         lease_seconds: float = 30.0,
         socket_timeout: float = 5.0,
     ) -> None:
-        self._redis = _import_redis()
+        _import_redis()  # first: a missing extra is reported before a wrong argument
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, not {type(prefix).__name__}")
         for name, value in (("lease_seconds", lease_seconds), ("socket_timeout", socket_timeout)):
@@ -241,15 +338,12 @@ class RedisStore(AsyncResource):
         self._prefix = prefix
         self._lease = float(lease_seconds)
         self._lease_ms = max(1, math.ceil(self._lease * 1000))
-        self._socket_timeout = float(socket_timeout)
-        connection = _connection(self._redis, url_or_client, owner="RedisStore")
-        self._url = connection.url
-        self._password = connection.password
-        self._target = connection.target
-        self._async_client = connection.async_client
-        self._sync_client = connection.sync_client
-        self._owns_client = connection.owns_client
-        self._closed = False
+        self._link = _RedisLink(
+            url_or_client,
+            owner="RedisStore",
+            socket_timeout=float(socket_timeout),
+            translate=self._translate,
+        )
         self._owned: set[tuple[str, str]] = set()
         self._key_locks: dict[str, anyio.Lock] = {}
 
@@ -272,11 +366,10 @@ class RedisStore(AsyncResource):
         return f"{self._prefix}lock:{check_key(key)}"
 
     def __repr__(self) -> str:
-        return f"<RedisStore {self._target} prefix={self._prefix!r}>"
+        return f"<RedisStore {self._link.target} prefix={self._prefix!r}>"
 
     async def _aopen(self) -> None:
-        if self._closed:
-            raise RuntimeError("this RedisStore is closed")
+        self._check_open()
 
     async def aclose(self) -> None:
         """Release the leases this store holds, then close its own client; idempotent.
@@ -284,22 +377,15 @@ class RedisStore(AsyncResource):
         A client passed in is left open (it is the caller's). The store cannot be used
         afterwards.
         """
-        if self._closed:
+        if self._link.closed:
             return
-        self._closed = True
+        self._link.closed = True
         with anyio.CancelScope(shield=True):
             owned, self._owned = sorted(self._owned), set()
             for lock_key, token in owned:
                 with contextlib.suppress(StoreError, RuntimeError):
                     await self._release(lock_key, token)
-            if not self._owns_client:
-                return
-            async_client, self._async_client = self._async_client, None
-            sync_client, self._sync_client = self._sync_client, None
-            if async_client is not None:
-                await async_client.aclose()
-            if sync_client is not None:
-                await anyio.to_thread.run_sync(sync_client.close)
+            await self._link.aclose()
 
     # Store protocol. ---------------------------------------------------------------------
 
@@ -321,7 +407,7 @@ class RedisStore(AsyncResource):
             return VisitorRecord.loads(data)
         except ProtocolError as exc:
             # Model errors name the field, never its value.
-            raise StoreCorruptError(f"Redis store {self._target} key {name!r}: {exc}") from exc
+            raise StoreCorruptError(f"Redis store {self._link.target} key {name!r}: {exc}") from exc
 
     async def save(self, key: str, record: VisitorRecord) -> None:
         """Store ``record`` under ``key`` in one atomic ``SET``.
@@ -388,7 +474,7 @@ class RedisStore(AsyncResource):
     # Internals. --------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._link.closed:
             raise RuntimeError("this RedisStore is closed")
 
     async def _release_quietly(self, lock_key: str, token: str) -> None:
@@ -415,52 +501,19 @@ class RedisStore(AsyncResource):
         """Run one Redis command on the client that fits the running backend."""
         if check_open:
             self._check_open()
-        if _current_backend() == "asyncio" and self._sync_client is None:
-            async_client = self._async_client
-            if async_client is None:
-                async_client = self._async_client = self._from_url(self._redis.asyncio.Redis)
-            with self._map_errors():
-                return await async_client.execute_command(*command)
-        sync_client = self._sync_client
-        if sync_client is None:
-            if not self._owns_client:
-                raise RuntimeError(
-                    "a redis.asyncio.Redis client works on asyncio only; on trio pass a URL "
-                    "or a redis.Redis client to RedisStore"
-                )
-            sync_client = self._sync_client = self._from_url(self._redis.Redis)
-        with self._map_errors():
-            return await anyio.to_thread.run_sync(lambda: sync_client.execute_command(*command))
+        return await self._link.execute(*command)
 
-    def _from_url(self, client_class: Any) -> Any:
-        self._check_open()
-        assert self._url is not None  # a store without a URL was given a client
-        return client_class.from_url(
-            self._url,
-            socket_timeout=self._socket_timeout,
-            socket_connect_timeout=self._socket_timeout,
-        )
-
-    @contextlib.contextmanager
-    def _map_errors(self) -> Iterator[None]:
-        exceptions = self._redis.exceptions
-        try:
-            yield
-        except exceptions.TimeoutError as exc:
-            raise StoreTimeoutError(self._message("timed out", exc)) from exc
-        except exceptions.ConnectionError as exc:
-            raise StoreConnectionError(self._message("could not be reached", exc)) from exc
-        except exceptions.RedisError as exc:
-            raise self._reply_error(exc) from exc
-        except TimeoutError as exc:
-            raise StoreTimeoutError(self._message("timed out", exc)) from exc
-        except OSError as exc:
-            raise StoreConnectionError(self._message("could not be reached", exc)) from exc
+    def _translate(self, kind: _FailureKind, exc: BaseException) -> StoreError:
+        """The typed error of a failure (see :class:`_RedisLink`)."""
+        if kind == "reply":
+            return self._reply_error(exc)
+        error = StoreTimeoutError if kind == "timeout" else StoreConnectionError
+        return error(self._message(_FAILURE_WORDS[kind], exc))
 
     def _reply_error(self, exc: BaseException) -> StoreError:
         """The typed error for an error reply, by its first word (Redis's error code)."""
         code = (str(exc).split(maxsplit=1) or [""])[0].upper()
-        message = self._message("answered with an error", exc)
+        message = self._message(_FAILURE_WORDS["reply"], exc)
         if code in _UNAVAILABLE_REPLIES:
             return StoreUnavailableError(message)
         if code == "WRONGTYPE":
@@ -472,6 +525,7 @@ class RedisStore(AsyncResource):
         # Redis quotes the arguments of a command it does not know ("with args beginning
         # with: 'key' '{record JSON}'"): a record holds secrets, so that part goes.
         detail = detail.split(", with args beginning with", 1)[0][:_MAX_DETAIL]
-        if self._password:
-            detail = detail.replace(self._password, "***")
-        return f"Redis at {self._target} {what}: {redact(detail)}"
+        password = self._link.password
+        if password:
+            detail = detail.replace(password, "***")
+        return f"Redis at {self._link.target} {what}: {redact(detail)}"

@@ -35,7 +35,7 @@ from giosg_visitor.errors import (
 )
 from giosg_visitor.stores._records import VisitorRecord
 
-from .base import check_key
+from .base import check_key, store_path
 from .file import (
     _ensure_private_parent,
     _key_offset,
@@ -182,17 +182,11 @@ class SQLiteStore(AsyncResource):
         lease_seconds: float = 30.0,
         busy_timeout: float = 5.0,
     ) -> None:
-        raw = os.fspath(path)
-        if not isinstance(raw, str):
-            raise TypeError(
-                f"SQLiteStore path must be a str or os.PathLike[str], not {type(raw).__name__}"
-            )
-        if not raw:
-            raise ValueError("SQLiteStore path must not be empty")
+        absolute = store_path(path, owner="SQLiteStore")
         for name, value in (("lease_seconds", lease_seconds), ("busy_timeout", busy_timeout)):
             if not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds")
-        self._path = os.path.abspath(os.path.expanduser(raw))
+        self._path = absolute
         self._holders_path = f"{self._path}.holders"
         self._lease = float(lease_seconds)
         self._busy_timeout = float(busy_timeout)

@@ -6,10 +6,13 @@
 * :func:`check_store`: the conformance suite for :class:`~giosg_visitor.Store` implementations.
 * :class:`MessageRouter`: the fake's real-time socket server on its own, for socket tests.
 * :class:`LoopThread`: an asyncio loop in a background thread, to serve a server from.
+* :data:`DropMode`, :data:`RotationMode`: the modes of the fake's socket drops and secret
+  rotation, for annotating tests that choose one.
+* :func:`secret_forms`: the forms of a secret to search logs and errors for (leak checks).
 
 ``FakeGiosg`` needs the ``fake`` extra (``pip install "giosg-visitor[fake]"``: starlette
-and uvicorn). It is imported on first use, so ``FakeClock``, ``Fault`` and ``check_store``
-work without the extra, and a missing extra is reported with that install command.
+and uvicorn). It is imported on first use, so ``FakeClock``, ``Fault``, ``check_store`` and
+the rest work without the extra, and a missing extra is reported with that install command.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from ._clock import FakeClock as FakeClock
 from ._faults import Fault as Fault, FaultPlan as FaultPlan
+from ._kinds import DropMode as DropMode, RotationMode as RotationMode
+from ._leaks import secret_forms as secret_forms
 from ._loop_thread import LoopThread as LoopThread
 from ._store_suite import check_store as check_store
 
@@ -28,13 +33,16 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "DropMode",
     "FakeClock",
     "FakeGiosg",
     "Fault",
     "FaultPlan",
     "LoopThread",
     "MessageRouter",
+    "RotationMode",
     "check_store",
+    "secret_forms",
 ]
 
 

@@ -29,16 +29,14 @@ from .._clock import Clock, SystemClock
 from .._secret import Secret
 from ._fake_chats import ChatWorld, chat_routes
 from ._faults import Fault, FaultPlan
+from ._kinds import RotationMode
 
 
-__all__ = ["FakeState", "RecordedRequest", "RotationMode", "TokenInfo", "build_app"]
+__all__ = ["FakeState", "RecordedRequest", "TokenInfo", "build_app"]
 
 AUTH_PATH: Final = "/api/v5/public/orgs/{org_id}/auth"
 
 TokenStatus = Literal["none", "valid", "expired", "unknown", "missing"]
-
-#: How the fake rotates ``visitor_secret_id`` on auth (``None``: it never does).
-RotationMode = Literal["grace", "strict"]
 
 
 @final

@@ -505,6 +505,10 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
 
         return checked
 
+    def path_room(request: Request, info: TokenInfo) -> FakeRoom | None:
+        """The path's room, if the token's organization has it (else the endpoint's 404)."""
+        return world.find_room(info.organization_id, request.path_params["room_id"])
+
     async def json_body(request: Request) -> dict[str, Any] | None:
         import json
 
@@ -528,7 +532,7 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         expires = body.get("presence_expires_in", 60)
         if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
             return error(400, {"presence_expires_in": ["A valid integer is required."]})
-        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        room = path_room(request, info)
         if room is None:
             return error(404, "Not found.")
         existed = info.visitor_id in room.presence
@@ -542,7 +546,7 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         expires = (body or {}).get("presence_expires_in")
         if not isinstance(expires, int) or isinstance(expires, bool) or expires < 0:
             return error(400, {"presence_expires_in": ["This field is required."]})
-        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        room = path_room(request, info)
         if room is None:
             return error(404, "Not found.")
         record = {"id": info.visitor_id, "room_id": room.id, "presence_expires_in": expires}
@@ -558,7 +562,7 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
         chat_type = body.get("chat_type", "visitor")
         if chat_type not in ("visitor", "task", "external"):
             return error(400, {"chat_type": [f'"{chat_type}" is not a valid choice.']})
-        if world.find_room(info.organization_id, request.path_params["room_id"]) is None:
+        if path_room(request, info) is None:
             return error(404, "Not found.")
         chat = world.start_chat(info, request.path_params["room_id"])
         return JSONResponse(chat.resource, status_code=201)
@@ -649,18 +653,18 @@ def chat_routes(state: FakeState, world: ChatWorld, endpoint: Endpoint) -> list[
     # Rooms
     @owner(org=True)
     async def room(request: Request, info: TokenInfo) -> Response:
-        found = world.find_room(info.organization_id, request.path_params["room_id"])
+        found = path_room(request, info)
         return JSONResponse(world.room_resource(found)) if found else error(404, "Not found.")
 
     @owner(org=True)
     async def brand(request: Request, info: TokenInfo) -> Response:
-        room = world.find_room(info.organization_id, request.path_params["room_id"])
+        room = path_room(request, info)
         found = room.brand if room is not None else None
         return JSONResponse(found) if found else error(404, "Not found.")
 
     @owner(org=True)
     async def online_users(request: Request, info: TokenInfo) -> Response:
-        found = world.find_room(info.organization_id, request.path_params["room_id"])
+        found = path_room(request, info)
         if found is None:
             return error(404, "Not found.")
         return world.page(request, list(found.online_users.values()))

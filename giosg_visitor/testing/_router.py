@@ -54,7 +54,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, TypeAlias, final
+from typing import Any, Literal, final
 
 import attrs
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -65,16 +65,15 @@ from websockets.http11 import Request, Response
 from giosg_visitor._redact import RedactingFilter
 from giosg_visitor.realtime._transport import FrameLogFilter
 
+from ._kinds import DropMode
 
-__all__ = ["DropMode", "MessageRouter", "ReceivedFrame", "RouterClient"]
+
+__all__ = ["MessageRouter", "ReceivedFrame", "RouterClient"]
 
 logger = logging.getLogger("giosg_visitor.testing.router")
 # The fake sees tokens in every ``sub``: keep them out of its (websockets) DEBUG logs too.
 logger.addFilter(FrameLogFilter(show_data=True))
 logger.addFilter(RedactingFilter())
-
-#: How :meth:`MessageRouter.drop_all` drops connections.
-DropMode: TypeAlias = Literal["reset", "close", "blackhole"]
 
 #: How often strict expiry and black-hole lingering are checked, seconds.
 _MAINTENANCE_INTERVAL = 0.05

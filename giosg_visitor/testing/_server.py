@@ -8,6 +8,7 @@ Operator controls are async methods that hop to that loop and back.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -27,9 +28,11 @@ from .._clock import Clock
 from .._facts import API_PREFIX
 from .._lifecycle import AsyncResource
 from ._bot import ScriptedBot
-from ._fake import FakeState, RecordedRequest, RotationMode, build_app
+from ._fake import FakeState, RecordedRequest, build_app
 from ._faults import Fault, FaultPlan
-from ._router import DropMode, MessageRouter
+from ._kinds import DropMode, RotationMode
+from ._loop_thread import LoopThread
+from ._router import MessageRouter
 
 
 __all__ = ["FakeGiosg"]
@@ -130,11 +133,11 @@ class FakeGiosg(AsyncResource):
         self.app.add_route(_AUTHORIZE_PATH, self._authorize_endpoint, methods=["POST"])
         self._socket_url_override = socket_url
         self.bots: list[ScriptedBot] = []
-        self._thread: threading.Thread | None = None
+        self._thread: LoopThread | None = None
+        self._serving: concurrent.futures.Future[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
-        self._error: BaseException | None = None
         # In-process (ASGI) use: any loopback origin will do, nothing listens on it.
         self._set_urls("http://127.0.0.1")
 
@@ -445,23 +448,34 @@ class FakeGiosg(AsyncResource):
             raise RuntimeError("FakeGiosg is already running")
         if self._data_file is not None and self._data_file.exists():
             self.state.restore(json.loads(self._data_file.read_text()))
-        self._thread = threading.Thread(target=self._run, name="FakeGiosg", daemon=True)
-        self._thread.start()
+        self._ready.clear()
+        thread = LoopThread("FakeGiosg", timeout=30).__enter__()
+        serving = thread.submit(self._serve())
+        # Serving that ends before it is ready (a port in use, say) must wake start() too.
+        serving.add_done_callback(lambda _: self._ready.set())
+        self._thread, self._serving = thread, serving
         self._ready.wait(timeout=30)
-        if self._error is not None:
-            raise RuntimeError("FakeGiosg failed to start") from self._error
+        if serving.done():
+            error = serving.exception()
+            self._thread = self._serving = None
+            thread.__exit__(None, None, None)
+            raise RuntimeError("FakeGiosg failed to start") from error
         if not self._ready.is_set():
             raise RuntimeError("FakeGiosg did not start within 30 s")
 
     def stop(self) -> None:
         """Stop serving (blocking until the thread has ended)."""
-        loop, stop, thread = self._loop, self._stop, self._thread
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
+        thread, serving, stop = self._thread, self._serving, self._stop
         if thread is not None:
-            thread.join(timeout=30)
-        self._thread = None
+            if stop is not None and serving is not None and not serving.done():
+                with contextlib.suppress(RuntimeError):
+                    thread.call(stop.set)
+            if serving is not None:
+                # Waited for, not raised: a server that failed after it started has
+                # already failed the requests of the test that used it.
+                concurrent.futures.wait([serving], timeout=30)
+            thread.__exit__(None, None, None)
+        self._thread = self._serving = None
         if self._data_file is not None:
             self._save_data(self._data_file)
 
@@ -473,13 +487,6 @@ class FakeGiosg(AsyncResource):
             json.dump(self.state.dump(), handle)
         os.replace(tmp, path)
 
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as exc:  # reported to start(); the thread must not die silently
-            self._error = exc
-            self._ready.set()
-
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -487,8 +494,12 @@ class FakeGiosg(AsyncResource):
         # when the socket says it is TCP. Without it every request after the first on
         # a keep-alive connection waits ~40 ms (Nagle + delayed ACK).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self._host, self._port))
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self._host, self._port))
+        except OSError:
+            sock.close()  # a port in use: start() reports it, nothing must stay open
+            raise
         port = sock.getsockname()[1]
         self._set_urls(f"http://{self._host}:{port}")
         config = uvicorn.Config(
@@ -521,7 +532,19 @@ class FakeGiosg(AsyncResource):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(serving, timeout=5)
             self._loop = None
+            # The loop closes after this: finish what is left on it (a bot's cancelled
+            # answer, a connection handler), as ``asyncio.run`` does for its main task.
+            await _cancel_other_tasks()
 
     def __repr__(self) -> str:
         running = "running" if self._thread is not None else "stopped"
         return f"<FakeGiosg {self.base_url} {running}>"
+
+
+async def _cancel_other_tasks() -> None:
+    """Cancel every other task of the running loop and wait until they have ended."""
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+    await asyncio.get_running_loop().shutdown_asyncgens()

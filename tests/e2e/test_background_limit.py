@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -142,6 +143,39 @@ def sdk_warnings(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return caplog.records
 
 
+@asynccontextmanager
+async def _counting_pool(
+    giosg: FakeGiosg, clock: FakeClock, *, connections: int, background: int, **options: Any
+) -> AsyncIterator[tuple[_CountingTransport, VisitorPool, httpx.AsyncClient]]:
+    """A pool on the fake over an HTTP client of ``connections`` connections.
+
+    The client's transport counts the requests inside the HTTP library. A short pool
+    timeout: a request queued behind many others fails fast. ``options`` go to the pool.
+    """
+    transport = _CountingTransport(
+        httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        )
+    )
+    timeouts = Timeouts(pool=2.0)
+    async with (
+        httpx.AsyncClient(transport=transport, timeout=timeouts.httpx_timeout()) as client,
+        VisitorPool(
+            ORG_ID,
+            store=MemoryStore(),
+            base_url=giosg.base_url,
+            http_client=client,
+            clock=clock,
+            idle_timeout=None,
+            max_background_requests=background,
+            realtime=False,
+            timeouts=timeouts,
+            **options,
+        ) as pool,
+    ):
+        yield transport, pool, client
+
+
 async def _fast_settle() -> None:
     # Real sockets are in flight: "every task blocked" would not mean idle anyway.
     await _yield(20)
@@ -159,69 +193,54 @@ async def test_a_small_http_pool_completes_every_simultaneous_renewal(
     """
     visitors_count, connections, background = 200, 4, 3
     clock = FakeClock(settle=_fast_settle)
-    async with FakeGiosg(token_lifetime=120, clock=clock) as giosg:
-        transport = _CountingTransport(
-            httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                )
-            )
+    async with (
+        FakeGiosg(token_lifetime=120, clock=clock) as giosg,
+        _counting_pool(
+            giosg,
+            clock,
+            connections=connections,
+            background=background,
+            # The same draw for everyone: every renewal is due at the same instant.
+            rng=lambda: 0.0,
+        ) as (transport, pool, client),
+    ):
+        limiter = limiter_for(client)
+        assert limiter is not None
+        visitors = {}
+
+        async def start(n: int) -> None:
+            visitors[n] = await pool.get(f"user-{n}")
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(visitors_count):
+                    tg.start_soon(start, n)
+        assert len(giosg.auth_requests) == visitors_count
+
+        # Past the soft point (60 s for 120 s tokens with this draw): all renew now.
+        await clock.advance(61)
+        await wait_until(lambda: len(giosg.auth_requests) >= 2 * visitors_count, seconds=60)
+        await wait_until(
+            lambda: all(v.state is SessionState.AUTHENTICATED for v in visitors.values())
         )
-        # A short pool timeout: a request queued behind many others fails fast.
-        timeouts = Timeouts(pool=2.0)
-        async with (
-            httpx.AsyncClient(transport=transport, timeout=timeouts.httpx_timeout()) as client,
-            VisitorPool(
-                ORG_ID,
-                store=MemoryStore(),
-                base_url=giosg.base_url,
-                http_client=client,
-                clock=clock,
-                idle_timeout=None,
-                max_background_requests=background,
-                realtime=False,
-                timeouts=timeouts,
-                # The same draw for everyone: every renewal is due at the same instant.
-                rng=lambda: 0.0,
-            ) as pool,
-        ):
-            limiter = limiter_for(client)
-            assert limiter is not None
-            visitors = {}
+        assert len(giosg.auth_requests) == 2 * visitors_count
+        assert transport.peak <= background
+        assert limiter.max_in_use <= background
+        assert limiter.max_waiting > 0  # the renewals did queue: in the limiter
 
-            async def start(n: int) -> None:
-                visitors[n] = await pool.get(f"user-{n}")
+        # Past the old tokens' expiry (120 s after they were issued).
+        await clock.advance(59.5)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for visitor in visitors.values():
 
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for n in range(visitors_count):
-                        tg.start_soon(start, n)
-            assert len(giosg.auth_requests) == visitors_count
+                    async def probe(v: object = visitor) -> None:
+                        response = await get_chats(giosg, v)  # type: ignore[arg-type]
+                        assert response.status_code == 200
 
-            # Past the soft point (60 s for 120 s tokens with this draw): all renew now.
-            await clock.advance(61)
-            await wait_until(lambda: len(giosg.auth_requests) >= 2 * visitors_count, seconds=60)
-            await wait_until(
-                lambda: all(v.state is SessionState.AUTHENTICATED for v in visitors.values())
-            )
-            assert len(giosg.auth_requests) == 2 * visitors_count
-            assert transport.peak <= background
-            assert limiter.max_in_use <= background
-            assert limiter.max_waiting > 0  # the renewals did queue: in the limiter
-
-            # Past the old tokens' expiry (120 s after they were issued).
-            await clock.advance(59.5)
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for visitor in visitors.values():
-
-                        async def probe(v: object = visitor) -> None:
-                            response = await get_chats(giosg, v)  # type: ignore[arg-type]
-                            assert response.status_code == 200
-
-                        tg.start_soon(probe)
-            # (The next renewals, due at 120 s after the first ones, may be in flight.)
-            assert all(v.state is not SessionState.FAILED for v in visitors.values())
+                    tg.start_soon(probe)
+        # (The next renewals, due at 120 s after the first ones, may be in flight.)
+        assert all(v.state is not SessionState.FAILED for v in visitors.values())
     assert giosg.expired_token_requests == []
     failures = [
         r.getMessage()
@@ -355,56 +374,38 @@ async def test_presence_refreshes_go_through_the_background_limit(
     """
     visitors_count, connections, capacity, presence = 60, 4, 2, 60
     clock = FakeClock(settle=_fast_settle)
-    async with FakeGiosg(token_lifetime=1800, clock=clock, rooms=[ROOM_ID]) as giosg:
-        transport = _CountingTransport(
-            httpx.AsyncHTTPTransport(
-                limits=httpx.Limits(
-                    max_connections=connections, max_keepalive_connections=connections
-                )
-            )
-        )
-        timeouts = Timeouts(pool=2.0)
-        async with (
-            httpx.AsyncClient(transport=transport, timeout=timeouts.httpx_timeout()) as client,
-            VisitorPool(
-                ORG_ID,
-                store=MemoryStore(),
-                base_url=giosg.base_url,
-                http_client=client,
-                clock=clock,
-                idle_timeout=None,
-                max_background_requests=capacity,
-                realtime=False,
-                timeouts=timeouts,
-                presence_expires_in=presence,
-            ) as pool,
-        ):
-            limiter = limiter_for(client)
-            assert limiter is not None
+    async with (
+        FakeGiosg(token_lifetime=1800, clock=clock, rooms=[ROOM_ID]) as giosg,
+        _counting_pool(
+            giosg, clock, connections=connections, background=capacity, presence_expires_in=presence
+        ) as (transport, pool, client),
+    ):
+        limiter = limiter_for(client)
+        assert limiter is not None
 
-            async def join(n: int) -> None:
-                visitor = await pool.get(f"user-{n}")
-                await visitor.join_room(ROOM_ID)
+        async def join(n: int) -> None:
+            visitor = await pool.get(f"user-{n}")
+            await visitor.join_room(ROOM_ID)
 
-            with anyio.fail_after(60):
-                async with anyio.create_task_group() as tg:
-                    for n in range(visitors_count):
-                        tg.start_soon(join, n)
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for n in range(visitors_count):
+                    tg.start_soon(join, n)
 
-            def refreshes() -> int:
-                return sum(1 for r in giosg.requests if r.method == "PATCH" and r.status == 200)
+        def refreshes() -> int:
+            return sum(1 for r in giosg.requests if r.method == "PATCH" and r.status == 200)
 
-            assert refreshes() == 0
-            granted, transport.peak, limiter.max_waiting = limiter.granted, 0, 0
-            release = transport.hold_patches = anyio.Event()
-            await clock.advance(presence / 2 + 0.5)  # every refresh is due now
-            # The first refreshes hold their places on the wire; the others must queue.
-            await wait_until(lambda: limiter.max_waiting > 0, seconds=30)
-            release.set()
-            await wait_until(lambda: refreshes() >= visitors_count, seconds=60)
-            assert refreshes() == visitors_count
-            assert limiter.granted - granted == visitors_count
-            assert transport.peak <= capacity
+        assert refreshes() == 0
+        granted, transport.peak, limiter.max_waiting = limiter.granted, 0, 0
+        release = transport.hold_patches = anyio.Event()
+        await clock.advance(presence / 2 + 0.5)  # every refresh is due now
+        # The first refreshes hold their places on the wire; the others must queue.
+        await wait_until(lambda: limiter.max_waiting > 0, seconds=30)
+        release.set()
+        await wait_until(lambda: refreshes() >= visitors_count, seconds=60)
+        assert refreshes() == visitors_count
+        assert limiter.granted - granted == visitors_count
+        assert transport.peak <= capacity
     failures = [r.getMessage() for r in sdk_warnings if r.levelno >= logging.WARNING]
     assert failures == []
 

@@ -143,6 +143,19 @@ async def test_typing_and_operator_status_streams(giosg: FakeGiosg) -> None:
             assert await anext(operators) == []
 
 
+async def test_online_operators_close_like_every_other_stream(giosg: FakeGiosg) -> None:
+    """``aclose()`` stops following the room as leaving ``async with`` does; twice is fine."""
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        operators = visitor.online_operators(ROOM_ID)
+        async with operators:
+            await operators.aclose()
+            await operators.aclose()
+            await giosg.operator_online(ROOM_ID, "Olivia")
+            with anyio.fail_after(5):
+                assert [current async for current in operators] == []
+        assert operators.current == []
+
+
 async def test_visitor_typing_reaches_the_server(giosg: FakeGiosg) -> None:
     """chat.typing() updates the visitor's composing status."""
     async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:

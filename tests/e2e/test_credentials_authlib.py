@@ -19,11 +19,10 @@ import pytest
 
 from giosg_visitor._oauth import basic_authorization
 from giosg_visitor._renewal import RenewalPolicy
-from giosg_visitor._secret import secret_forms
 from giosg_visitor.credentials import TOKEN_NAME, ClientCredentials
 from giosg_visitor.errors import InvalidClientError, InvalidScopeError
 from giosg_visitor.stores import MemoryStore
-from giosg_visitor.testing import FakeClock
+from giosg_visitor.testing import FakeClock, secret_forms
 
 from .._oauth_server import OAuthServer
 

@@ -119,3 +119,25 @@ async def test_every_endpoint_checks_that_the_token_owns_the_path() -> None:
         # The same calls on our own paths succeed.
         assert (await client.get(org_room)).status_code == 200
         assert (await client.get(f"/api/v5/public/visitors/{me}/chats")).status_code == 200
+
+
+def test_a_fake_that_cannot_listen_fails_start_and_can_start_again() -> None:
+    """A port in use is reported by ``start()``, and the fake is left stopped, not half-run."""
+    import socket
+    import threading
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        giosg = FakeGiosg(port=taken.getsockname()[1])
+        with pytest.raises(RuntimeError, match="failed to start") as caught:
+            giosg.start()
+        assert isinstance(caught.value.__cause__, OSError)
+        assert "stopped" in repr(giosg)
+        assert not [t for t in threading.enumerate() if t.name == "FakeGiosg"]
+    giosg.start()
+    try:
+        assert httpx.get(f"{giosg.base_url}/api/v5/public/orgs/x/rooms/y").status_code < 500
+    finally:
+        giosg.stop()
+    assert not [t for t in threading.enumerate() if t.name == "FakeGiosg"]

@@ -49,8 +49,7 @@ from giosg_visitor.realtime import (
 )
 from giosg_visitor.realtime._transport import SocketConnection, WebSocketTransport
 from giosg_visitor.realtime._urls import socket_endpoint
-from giosg_visitor.testing import FakeClock, MessageRouter
-from giosg_visitor.testing._router import DropMode
+from giosg_visitor.testing import DropMode, FakeClock, MessageRouter
 from tests._router_harness import RouterHarness
 
 
@@ -152,6 +151,14 @@ async def push(harness: RouterHarness, channel: str, seq: int) -> int:
     return harness.call(harness.router.push, channel, "added", {"id": f"m{seq}", "seq": seq})
 
 
+async def subscribed(conn: RealtimeConnection, channel: str = CHANNEL) -> Subscription:
+    """``conn.subscribe(channel)``, once the server has confirmed it (within 5 s)."""
+    subscription = conn.subscribe(channel)
+    with anyio.fail_after(5):
+        await subscription.wait_subscribed()
+    return subscription
+
+
 class TestSubscribe:
     async def test_subscribe_ack_and_notification(
         self, make_router: MakeRouter, tokens: Tokens
@@ -159,9 +166,7 @@ class TestSubscribe:
         """A subscription is confirmed by the server and then streams notifications."""
         harness = make_router()
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             assert subscription.is_subscribed
             assert conn.state is ConnectionState.OPEN
             assert await push(harness, CHANNEL, 1) == 1
@@ -214,9 +219,7 @@ class TestSubscribe:
         harness = make_router()
         router = harness.router
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             await subscription.aclose()
             await until(lambda: harness.call(router.subscriber_count, CHANNEL) == 0)
             assert [f.method for f in router.frames_received] == ["sub", "unsub"]
@@ -229,9 +232,7 @@ class TestSubscribe:
         """Two subscriptions to one channel share one ``sub``; both get each notification."""
         harness = make_router()
         async with connection(harness, tokens) as conn:
-            first = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await first.wait_subscribed()
+            first = await subscribed(conn)
             second = conn.subscribe(CHANNEL)
             assert second.is_subscribed
             await push(harness, CHANNEL, 1)
@@ -264,9 +265,7 @@ class TestSubscribe:
         """Leaving ``async with`` ends every subscription's iteration and closes the state."""
         harness = make_router()
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
         assert conn.state is ConnectionState.CLOSED
         assert [item async for item in subscription] == []
         with pytest.raises(RuntimeError):
@@ -279,9 +278,7 @@ class TestSubscribe:
         harness = make_router()
         async with connection(harness, tokens, max_buffer=3) as conn:
             events = conn.events()
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             for seq in range(1, 9):
                 await push(harness, CHANNEL, seq)
             await until(lambda: subscription.dropped == 5)
@@ -318,9 +315,7 @@ class TestSubscribe:
         with caplog.at_level(logging.DEBUG):
             async with connection(harness, tokens) as conn:
                 events = conn.events()
-                subscription = conn.subscribe(CHANNEL)
-                with anyio.fail_after(5):
-                    await subscription.wait_subscribed()
+                subscription = await subscribed(conn)
                 harness.call(harness.router.drop_all, "close", code=1011)
                 await next_event(events, Reconnected)
                 with anyio.fail_after(5):
@@ -352,9 +347,7 @@ class TestReconnect:
         router = harness.router
         async with connection(harness, tokens) as conn:
             events = conn.events()
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             await push(harness, CHANNEL, 1)
             assert isinstance(await next_item(subscription), Change)
 
@@ -403,9 +396,7 @@ class TestReconnect:
         """A server that answers pings but sends nothing keeps the connection (pongs are life)."""
         harness = make_router()
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            _subscription = await subscribed(conn)  # held open while pings go back and forth
             await anyio.sleep(PING * 3)
             assert conn.stats.drops == 0
             assert conn.state is ConnectionState.OPEN
@@ -612,9 +603,7 @@ class TestHostileFrames:
         harness = make_router()
         router = harness.router
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             garbage: list[str | bytes] = [
                 "{not json",
                 "[" * 5000,
@@ -659,9 +648,7 @@ class TestHostileFrames:
         harness = make_router()
         async with connection(harness, tokens, max_size=4096) as conn:
             events = conn.events()
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             harness.call(harness.router.hostile, frame, text=text)
             lost = await next_event(events, Disconnected)
             assert lost.code == code
@@ -729,9 +716,7 @@ class TestSockJS:
         harness = make_router(heartbeat_interval=0.1)
         async with connection(harness, tokens, strategy="sockjs") as conn:
             events = conn.events()
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             harness.call(harness.router.drop_all, "blackhole")
             await next_event(events, Disconnected, within=PING * 2 + 1)
             assert isinstance(await next_item(subscription), Resubscribed)
@@ -745,9 +730,7 @@ class TestTokenExpiry:
         harness = make_router(strict_expiry=True, token_expiry=tokens.expiry_of)
         router = harness.router
         async with connection(harness, tokens) as conn:
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             seq = 0
             with anyio.fail_after(10):
                 # 6 x 0.25 s: well past the 1 s lifetime of the first token.
@@ -769,9 +752,7 @@ class TestTokenExpiry:
         router = harness.router
         async with connection(harness, tokens) as conn:
             events = conn.events()
-            subscription = conn.subscribe(CHANNEL)
-            with anyio.fail_after(5):
-                await subscription.wait_subscribed()
+            subscription = await subscribed(conn)
             lost = await next_event(events, Disconnected)
             assert lost.code == 4401
             assert isinstance(await next_item(subscription), Resubscribed)
@@ -818,9 +799,7 @@ async def test_chaos_no_silent_loss(make_router: MakeRouter, tokens: Tokens) -> 
     done = threading.Event()
     items: list[SubscriptionEvent] = []
     async with connection(harness, tokens) as conn:
-        subscription = conn.subscribe(CHANNEL)
-        with anyio.fail_after(5):
-            await subscription.wait_subscribed()
+        subscription = await subscribed(conn)
         future = harness.submit(
             _chaos_script(harness.router, CHANNEL, CHAOS_SECONDS, seed=CHAOS_SEED, done=done)
         )

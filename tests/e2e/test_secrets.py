@@ -21,8 +21,7 @@ from giosg_visitor import (
     Visitor,
 )
 from giosg_visitor._redact import redact
-from giosg_visitor._secret import secret_forms
-from giosg_visitor.testing import FakeGiosg
+from giosg_visitor.testing import FakeGiosg, secret_forms
 
 from .._helpers import FAST_RETRY, ORG_ID, forget_stored_token, get_chats
 

@@ -222,3 +222,17 @@ def test_an_unknown_name_is_an_attribute_error() -> None:
         _ = giosg_visitor.no_such_name
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = giosg_visitor.realtime.no_such_name
+
+
+def test_the_test_kit_exports_what_its_tests_annotate_and_check_with() -> None:
+    """The kit's control types and the leak-check forms come from ``giosg_visitor.testing``."""
+    from typing import get_type_hints
+
+    from giosg_visitor import _secret, testing
+
+    assert get_type_hints(testing.FakeGiosg.drop_sockets)["mode"] == testing.DropMode
+    assert get_type_hints(testing.MessageRouter.drop_all)["mode"] == testing.DropMode
+    rotation = get_type_hints(testing.FakeGiosg.__init__)["rotate_secrets"]
+    assert rotation == testing.RotationMode | None
+    value = "a+secret/with=everything\u00e9"
+    assert testing.secret_forms(value) == _secret.secret_forms(value)

@@ -19,12 +19,10 @@ import json
 import random
 import socket
 import ssl
-import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self, final
+from typing import final
 
 import attrs
 import httpx
@@ -35,6 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from giosg_visitor import Clock
 
+from .._accept_loop import AcceptLoop
 from .._helpers import VirtualWorld as World, virtual_world
 from ._clock import virtual_clock
 
@@ -204,51 +203,23 @@ def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path
     return cert_path, key_path
 
 
-class _ThreadedServer:
-    """A blocking accept loop in a daemon thread on 127.0.0.1 (one connection at a time)."""
+class _ThreadedServer(AcceptLoop):
+    """An accept loop serving one connection at a time; counts connections and bytes."""
 
     def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self._sock.listen(64)
-        self._sock.settimeout(0.1)
-        self.port: int = self._sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=type(self).__name__, daemon=True)
+        super().__init__()
         self.connections = 0
         self.bytes_received = 0
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._sock.close()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            conn.settimeout(2.0)
-            try:
-                self.serve(conn)
-            except OSError:
-                pass
-            finally:
-                conn.close()
+    def handle(self, conn: socket.socket) -> None:
+        self.connections += 1
+        conn.settimeout(2.0)
+        try:
+            self.serve(conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def serve(self, conn: socket.socket) -> None:
         raise NotImplementedError

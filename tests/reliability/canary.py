@@ -15,7 +15,7 @@ For every test it runs around (autouse in ``tests/reliability``; for the whole s
   :meth:`Sentinel.canary`;
 * at the end, searches everything it recorded, plus the texts handed to
   :meth:`Sentinel.scan` (reprs of SDK objects), for each secret in raw, URL-encoded,
-  JSON-escaped and base64 forms (``giosg_visitor._secret.secret_forms``) and for its first
+  JSON-escaped and base64 forms (``giosg_visitor.testing.secret_forms``) and for its first
   and last 16 characters (truncated log lines), and fails the test on a hit.
 
 The counts go to the figures (``secrets.checked``, ``records.*``, ``secrets.leaked``).
@@ -35,9 +35,8 @@ from typing import Any, Final
 import pytest
 
 import giosg_visitor._secret as secret_module
-from giosg_visitor._secret import secret_forms
 from giosg_visitor.errors import GiosgError
-from giosg_visitor.testing import FakeGiosg, MessageRouter
+from giosg_visitor.testing import FakeGiosg, MessageRouter, secret_forms
 
 from .figures import FIGURES
 

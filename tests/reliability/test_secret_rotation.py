@@ -63,8 +63,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 
 from giosg_visitor import Visitor
 from giosg_visitor.stores import FileStore, MemoryStore, RedisStore, SQLiteStore, Store
-from giosg_visitor.testing import FakeGiosg
-from giosg_visitor.testing._fake import RotationMode
+from giosg_visitor.testing import FakeGiosg, RotationMode
 
 from .._helpers import ORG_ID
 from ._rotation_child import FAST_RENEWAL, ROOM_ID

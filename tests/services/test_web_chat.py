@@ -36,7 +36,7 @@ from .._helpers import serve_asgi
 
 
 if TYPE_CHECKING:
-    from playwright.sync_api import WebSocket as PageWebSocket
+    from playwright.sync_api import Page, WebSocket as PageWebSocket
 
 
 ROOT = Path(__file__).parent.parent.parent
@@ -75,6 +75,36 @@ def serve(app: Starlette) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
+@contextlib.contextmanager
+def chromium_page(app: Starlette) -> Iterator[tuple[Page, str]]:
+    """A page of headless Chromium and the URL of ``app``, served for it; closed on exit.
+
+    Skips (fails in CI) when Chromium or Playwright cannot be had, or Chromium cannot start.
+    """
+    try:
+        executable = find_chromium()
+        from playwright.sync_api import Error as PlaywrightError, sync_playwright
+    except BrowserUnavailable as exc:
+        unavailable(str(exc))
+    except ImportError as exc:
+        unavailable(f"Playwright for Python is missing ({exc}); install the tests' dependencies")
+    with serve(app) as url, sync_playwright() as playwright:
+        try:
+            browser = playwright.chromium.launch(
+                executable_path=executable,
+                args=list(CHROMIUM_ARGS),
+                chromium_sandbox=False,
+                headless=True,
+                timeout=60_000,
+            )
+        except PlaywrightError as exc:
+            unavailable(f"{executable} did not start: {exc.message.splitlines()[0]}")
+        try:
+            yield browser.new_page(), url
+        finally:
+            browser.close()
+
+
 def web_chat_app(giosg: FakeGiosg, tmp_path: Path) -> Starlette:
     """The example app against the fake, with its SQLite store in ``tmp_path``."""
     return create_app(
@@ -101,74 +131,54 @@ def test_browser_chats_with_the_bot_and_resumes_after_reload(
     fake: FakeGiosg, tmp_path: Path
 ) -> None:
     """Headless Chromium: send, see the bot type and answer, reload, same visitor and history."""
-    try:
-        executable = find_chromium()
-        from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright
-    except BrowserUnavailable as exc:
-        unavailable(str(exc))
-    except ImportError as exc:
-        unavailable(f"Playwright for Python is missing ({exc}); install the tests' dependencies")
-
     frames: list[str] = []
 
     def watch(ws: PageWebSocket) -> None:
         ws.on("framereceived", lambda payload: frames.append(_text(payload)))
 
-    with serve(web_chat_app(fake, tmp_path)) as url, sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(
-                executable_path=executable,
-                args=list(CHROMIUM_ARGS),
-                chromium_sandbox=False,
-                headless=True,
-                timeout=60_000,
-            )
-        except PlaywrightError as exc:
-            unavailable(f"{executable} did not start: {exc.message.splitlines()[0]}")
-        try:
-            page = browser.new_page()
-            page.on("websocket", watch)
-            page.goto(url)
-            body, messages = page.locator("body"), page.locator("#messages li")
-            expect(body).to_have_attribute(
-                "data-visitor-id", re.compile(r"^[0-9a-f]{32}$"), timeout=WAIT_MS
-            )
-            visitor_id = body.get_attribute("data-visitor-id")
+    with chromium_page(web_chat_app(fake, tmp_path)) as (page, url):
+        from playwright.sync_api import expect
 
-            page.locator("#input").fill(HELLO)
-            page.locator("#input").press("Enter")
-            expect(page.locator("#messages li.me .text")).to_have_text([HELLO], timeout=WAIT_MS)
-            expect(page.locator("#messages li.operator .text")).to_have_text(
-                [BOT_HELLO], timeout=WAIT_MS
-            )
-            expect(page.locator("#messages li.operator .name")).to_have_text(["Demo Bot"])
-            expect(page.locator("#typing")).to_have_text("")
-            assert {"type": "typing", "name": "Demo Bot", "typing": True} in map(
-                json.loads, frames
-            ), "the bot's typing never reached the page"
-            assert page.locator("#input").input_value() == ""
+        page.on("websocket", watch)
+        page.goto(url)
+        body, messages = page.locator("body"), page.locator("#messages li")
+        expect(body).to_have_attribute(
+            "data-visitor-id", re.compile(r"^[0-9a-f]{32}$"), timeout=WAIT_MS
+        )
+        visitor_id = body.get_attribute("data-visitor-id")
 
-            page.reload()
-            expect(body).to_have_attribute("data-visitor-id", visitor_id or "", timeout=WAIT_MS)
-            expect(messages.locator(".text")).to_have_text([HELLO, BOT_HELLO], timeout=WAIT_MS)
-            expect(messages).to_have_class(["me", "operator"])
+        page.locator("#input").fill(HELLO)
+        page.locator("#input").press("Enter")
+        expect(page.locator("#messages li.me .text")).to_have_text([HELLO], timeout=WAIT_MS)
+        expect(page.locator("#messages li.operator .text")).to_have_text(
+            [BOT_HELLO], timeout=WAIT_MS
+        )
+        expect(page.locator("#messages li.operator .name")).to_have_text(["Demo Bot"])
+        expect(page.locator("#typing")).to_have_text("")
+        assert {"type": "typing", "name": "Demo Bot", "typing": True} in map(json.loads, frames), (
+            "the bot's typing never reached the page"
+        )
+        assert page.locator("#input").input_value() == ""
 
-            # One session, one visitor, one chat: the reload resumed them both.
-            assert len(fake.state.visitors) == 1
-            assert len(fake.state.chats.chats) == 1
-            # The session cookie is opaque and out of the page's reach.
-            (cookie,) = (c for c in page.context.cookies() if c.get("name") == COOKIE_NAME)
-            assert cookie.get("httpOnly") is True
-            assert cookie.get("sameSite") == "Lax"
-            assert page.evaluate("document.cookie") == ""
-            # No credential of any kind reached the browser.
-            html = page.content()
-            assert frames
-            for secret in [*credentials(fake), cookie.get("value", "")]:
-                assert secret not in html
-                assert not [frame for frame in frames if secret in frame]
-        finally:
-            browser.close()
+        page.reload()
+        expect(body).to_have_attribute("data-visitor-id", visitor_id or "", timeout=WAIT_MS)
+        expect(messages.locator(".text")).to_have_text([HELLO, BOT_HELLO], timeout=WAIT_MS)
+        expect(messages).to_have_class(["me", "operator"])
+
+        # One session, one visitor, one chat: the reload resumed them both.
+        assert len(fake.state.visitors) == 1
+        assert len(fake.state.chats.chats) == 1
+        # The session cookie is opaque and out of the page's reach.
+        (cookie,) = (c for c in page.context.cookies() if c.get("name") == COOKIE_NAME)
+        assert cookie.get("httpOnly") is True
+        assert cookie.get("sameSite") == "Lax"
+        assert page.evaluate("document.cookie") == ""
+        # No credential of any kind reached the browser.
+        html = page.content()
+        assert frames
+        for secret in [*credentials(fake), cookie.get("value", "")]:
+            assert secret not in html
+            assert not [frame for frame in frames if secret in frame]
 
 
 def test_browser_clicks_a_button_sees_the_bot_react_and_keeps_the_choice(
@@ -176,103 +186,81 @@ def test_browser_clicks_a_button_sees_the_bot_react_and_keeps_the_choice(
 ) -> None:
     """Headless Chromium: a card of buttons, a click sent as a choice, the bot's reaction,
     spent buttons greyed out; after a reload the history shows the choice."""
-    try:
-        executable = find_chromium()
-        from playwright.sync_api import Error as PlaywrightError, expect, sync_playwright
-    except BrowserUnavailable as exc:
-        unavailable(str(exc))
-    except ImportError as exc:
-        unavailable(f"Playwright for Python is missing ({exc}); install the tests' dependencies")
+    with chromium_page(web_chat_app(fake, tmp_path)) as (page, url):
+        from playwright.sync_api import expect
 
-    with serve(web_chat_app(fake, tmp_path)) as url, sync_playwright() as playwright:
-        try:
-            browser = playwright.chromium.launch(
-                executable_path=executable,
-                args=list(CHROMIUM_ARGS),
-                chromium_sandbox=False,
-                headless=True,
-                timeout=60_000,
-            )
-        except PlaywrightError as exc:
-            unavailable(f"{executable} did not start: {exc.message.splitlines()[0]}")
-        try:
-            page = browser.new_page()
-            page.goto(url)
-            body = page.locator("body")
-            expect(body).to_have_attribute(
-                "data-visitor-id", re.compile(r"^[0-9a-f]{32}$"), timeout=WAIT_MS
-            )
-            page.locator("#input").fill("Show me the menu")
-            page.locator("#input").press("Enter")
+        page.goto(url)
+        body = page.locator("body")
+        expect(body).to_have_attribute(
+            "data-visitor-id", re.compile(r"^[0-9a-f]{32}$"), timeout=WAIT_MS
+        )
+        page.locator("#input").fill("Show me the menu")
+        page.locator("#input").press("Enter")
 
-            card = page.locator(".card").first
-            expect(card.locator(".card-title")).to_have_text("How can I help?", timeout=WAIT_MS)
-            expect(card.locator(".card-text")).to_have_text("Choose one of these.")
-            buttons = card.locator("button.choice-button")
-            expect(buttons).to_have_text(["Opening hours", "Talk to a person"])
-            expect(buttons.first).to_be_enabled(timeout=WAIT_MS)
-            expect(buttons.last).to_be_enabled()
-            link = card.locator("a.link-button")
-            expect(link).to_have_text("Read the FAQ")
-            expect(link).to_have_attribute("href", "https://example.com/faq")
+        card = page.locator(".card").first
+        expect(card.locator(".card-title")).to_have_text("How can I help?", timeout=WAIT_MS)
+        expect(card.locator(".card-text")).to_have_text("Choose one of these.")
+        buttons = card.locator("button.choice-button")
+        expect(buttons).to_have_text(["Opening hours", "Talk to a person"])
+        expect(buttons.first).to_be_enabled(timeout=WAIT_MS)
+        expect(buttons.last).to_be_enabled()
+        link = card.locator("a.link-button")
+        expect(link).to_have_text("Read the FAQ")
+        expect(link).to_have_attribute("href", "https://example.com/faq")
 
-            buttons.first.click()
-            expect(page.locator("#messages li.me.choice .text")).to_have_text(
-                ["Opening hours"], timeout=WAIT_MS
-            )
-            expect(page.locator("#messages li.operator .text").last).to_contain_text(
-                "We are open on weekdays", timeout=WAIT_MS
-            )
-            # is_disabled_on_selection: both buttons of the card are spent now.
-            expect(buttons.first).to_be_disabled()
-            expect(buttons.last).to_be_disabled()
-            assert [bot.choices for bot in fake.bots] == [["hours"]]
+        buttons.first.click()
+        expect(page.locator("#messages li.me.choice .text")).to_have_text(
+            ["Opening hours"], timeout=WAIT_MS
+        )
+        expect(page.locator("#messages li.operator .text").last).to_contain_text(
+            "We are open on weekdays", timeout=WAIT_MS
+        )
+        # is_disabled_on_selection: both buttons of the card are spent now.
+        expect(buttons.first).to_be_disabled()
+        expect(buttons.last).to_be_disabled()
+        assert [bot.choices for bot in fake.bots] == [["hours"]]
 
-            # A second card from a person: its buttons are live while the first stays spent.
-            bot_user = fake.bots[0].user_id
-            (chat_id,) = list(fake.state.chats.chats)
-            # Playwright's sync API runs a loop in this thread: drive the fake from another.
-            _in_thread(
-                functools.partial(
-                    fake.operator_says,
-                    chat_id,
-                    bot_user,
-                    "Anything else?",
-                    attachments=[
-                        {
-                            "title": "Rate us",
-                            "image_url": "https://example.com/stars.png",
-                            "actions": [
-                                {"text": "Good", "type": "button", "value": "good"},
-                                {"text": "Bad", "type": "button", "value": "bad"},
-                            ],
-                        }
-                    ],
-                )
+        # A second card from a person: its buttons are live while the first stays spent.
+        bot_user = fake.bots[0].user_id
+        (chat_id,) = list(fake.state.chats.chats)
+        # Playwright's sync API runs a loop in this thread: drive the fake from another.
+        _in_thread(
+            functools.partial(
+                fake.operator_says,
+                chat_id,
+                bot_user,
+                "Anything else?",
+                attachments=[
+                    {
+                        "title": "Rate us",
+                        "image_url": "https://example.com/stars.png",
+                        "actions": [
+                            {"text": "Good", "type": "button", "value": "good"},
+                            {"text": "Bad", "type": "button", "value": "bad"},
+                        ],
+                    }
+                ],
             )
-            second = page.locator(".card").nth(1)
-            expect(second.locator(".card-image")).to_have_attribute(
-                "src", "https://example.com/stars.png", timeout=WAIT_MS
-            )
-            expect(second.locator("button.choice-button").first).to_be_enabled(timeout=WAIT_MS)
+        )
+        second = page.locator(".card").nth(1)
+        expect(second.locator(".card-image")).to_have_attribute(
+            "src", "https://example.com/stars.png", timeout=WAIT_MS
+        )
+        expect(second.locator("button.choice-button").first).to_be_enabled(timeout=WAIT_MS)
 
-            page.reload()
-            expect(body).to_have_attribute("data-visitor-id", re.compile("."), timeout=WAIT_MS)
-            expect(page.locator("#messages li.me.choice .text")).to_have_text(
-                ["Opening hours"], timeout=WAIT_MS
-            )
-            cards = page.locator(".card")
-            expect(cards).to_have_count(2, timeout=WAIT_MS)
-            # Greyed by what the history says, not by the page's memory of the click.
-            expect(cards.nth(1).locator("button.choice-button").first).to_be_enabled(
-                timeout=WAIT_MS
-            )
-            expect(cards.first.locator("button.choice-button").first).to_be_disabled()
-            expect(cards.first.locator("button.choice-button").last).to_be_disabled()
-            stored = [m for m in fake.state.chats.chats[chat_id].messages if m["type"] == "action"]
-            assert [m["response_value"] for m in stored] == ["hours"]
-        finally:
-            browser.close()
+        page.reload()
+        expect(body).to_have_attribute("data-visitor-id", re.compile("."), timeout=WAIT_MS)
+        expect(page.locator("#messages li.me.choice .text")).to_have_text(
+            ["Opening hours"], timeout=WAIT_MS
+        )
+        cards = page.locator(".card")
+        expect(cards).to_have_count(2, timeout=WAIT_MS)
+        # Greyed by what the history says, not by the page's memory of the click.
+        expect(cards.nth(1).locator("button.choice-button").first).to_be_enabled(timeout=WAIT_MS)
+        expect(cards.first.locator("button.choice-button").first).to_be_disabled()
+        expect(cards.first.locator("button.choice-button").last).to_be_disabled()
+        stored = [m for m in fake.state.chats.chats[chat_id].messages if m["type"] == "action"]
+        assert [m["response_value"] for m in stored] == ["hours"]
 
 
 def _in_thread(fn: Callable[[], Awaitable[Any]]) -> Any:

@@ -26,7 +26,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from giosg_visitor import Secret
 from giosg_visitor.errors import StoreUnavailableError
 from giosg_visitor.stores import FileStore, MemoryStore, SQLiteStore, Store, VisitorRecord
-from giosg_visitor.testing._store_suite import check_store
+from giosg_visitor.testing import check_store
 
 from .._store_faults import immutable_folder, sqlite_held_exclusive
 
@@ -508,3 +508,19 @@ async def test_memory_store_keeps_no_lock_for_keys_nobody_locks() -> None:
 async def _hold(store: MemoryStore, key: str) -> None:
     async with store.lock(key):
         await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_store_path_is_checked_and_made_absolute(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a text path: TypeError; empty: ValueError; ``~`` and a relative path resolved now."""
+    name = "FileStore" if kind == "file" else "SQLiteStore"
+    with pytest.raises(TypeError, match=rf"{name} path must be a str or os.PathLike\[str\]"):
+        make_store(kind, b"store.db")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=f"{name} path must not be empty"):
+        make_store(kind, "")  # type: ignore[arg-type]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert make_store(kind, "store.db").path == str(tmp_path / "store.db")  # type: ignore[arg-type]
+    assert make_store(kind, "~/s.db").path == str(tmp_path / "home" / "s.db")  # type: ignore[arg-type]

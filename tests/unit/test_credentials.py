@@ -30,7 +30,6 @@ from giosg_visitor._oauth import (
     parse_token_response,
 )
 from giosg_visitor._renewal import RenewalPolicy, RetryPolicy
-from giosg_visitor._secret import secret_forms
 from giosg_visitor.credentials import TOKEN_NAME, BearerAuth, ClientCredentials, TokenAuth
 from giosg_visitor.errors import (
     APIError,
@@ -52,7 +51,7 @@ from giosg_visitor.errors import (
     UntrustedEndpointError,
 )
 from giosg_visitor.stores import MemoryStore, StoredToken, VisitorRecord
-from giosg_visitor.testing import FakeClock
+from giosg_visitor.testing import FakeClock, secret_forms
 
 
 T = TypeVar("T")
