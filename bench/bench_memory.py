@@ -56,6 +56,27 @@ KINDS = ("bare", "connection", "pool", "visitor")
 # The child: K connections of one kind --------------------------------------------------
 
 
+def count_tasks(backend: str) -> int:
+    """Every task alive in this process's event loop (the same count on both backends)."""
+    if backend == "asyncio":
+        import asyncio
+
+        return len(asyncio.all_tasks())
+    import trio
+
+    # trio keeps no task list: walk the tree from the root task through its nurseries.
+    count = 0
+    pending = [trio.lowlevel.current_root_task()]
+    while pending:
+        task = pending.pop()
+        if task is None:
+            continue
+        count += 1
+        for nursery in task.child_nurseries:
+            pending.extend(nursery.child_tasks)
+    return count
+
+
 class Child:
     """Opens ``count`` connections of one kind and reports what they cost."""
 
@@ -148,10 +169,7 @@ class Child:
         }
         if tracemalloc.is_tracing():
             report["traced_after"] = tracemalloc.get_traced_memory()[0]
-        if self.args.backend == "asyncio":
-            import asyncio
-
-            report["tasks"] = len(asyncio.all_tasks())
+        report["tasks"] = count_tasks(self.args.backend)
         self.report.update(report)
         print(json.dumps(self.report), flush=True)
 

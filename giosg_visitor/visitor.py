@@ -51,6 +51,7 @@ from .realtime import (
     ReconnectPolicy,
     Resubscribed,
     Subscription,
+    SubscriptionEvent,
 )
 from .rooms import OnlineOperators
 from .stores import OrganizationSession
@@ -64,6 +65,10 @@ logger = logging.getLogger("giosg_visitor.visitor")
 
 #: The loop backs off at most this long between failed background renewals.
 _MAX_LOOP_BACKOFF: Final = 30.0
+
+#: Chat changes held while the known chats are re-read; past this, another round of
+#: reads covers them (like a subscription buffer's overflow Gap).
+_MAX_HELD_CHAT_CHANGES: Final = 1000
 
 
 @functools.cache
@@ -147,6 +152,7 @@ class Visitor:
         "_closed",
         "_connection",
         "_entered",
+        "_held_chat_changes",
         "_host_done",
         "_host_error",
         "_host_stop",
@@ -159,6 +165,7 @@ class Visitor:
         "_presence_expires_in",
         "_realtime_enabled",
         "_reconnect",
+        "_refresh_chats_again",
         "_renewal",
         "_retry",
         "_rng",
@@ -230,6 +237,10 @@ class Visitor:
         self._api: VisitorAPI | None = None
         self._connection: RealtimeConnection | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
+        # While a refresh of the known chats runs: the chats channel's changes, applied
+        # after its reads (a change newer than a read's answer must not be overwritten).
+        self._held_chat_changes: list[Change] | None = None
+        self._refresh_chats_again = False
         self._chats: weakref.WeakValueDictionary[str, Chat] = weakref.WeakValueDictionary()
         self._rooms_joined: set[str] = set()
         self._socket_tokens: SocketTokens | None = None
@@ -388,7 +399,7 @@ class Visitor:
             task_group.start_soon(self._renew_forever, session)
             if self._connection is not None:
                 task_group.start_soon(self._refresh_stale_socket_url, session, first_events)
-                await task_group.start(self._follow_chats, self._connection)
+                await self._follow_chats(self._connection, stack)
         except BaseException:
             await stack.__aexit__(None, None, None)
             self._closed = True
@@ -661,13 +672,12 @@ class Visitor:
                             logger.warning("re-authentication failed: %s", type(exc).__name__)
                     return
 
-    async def _follow_chats(
-        self,
-        connection: RealtimeConnection,
-        *,
-        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Keep every known Chat's live state (is_ended, is_waiting, counters) current."""
+    async def _follow_chats(self, connection: RealtimeConnection, stack: AsyncExitStack) -> None:
+        """Keep every known Chat's live state (is_ended, is_waiting, counters) current.
+
+        No task of its own: the chats channel's events are applied on the read loop, and
+        only a refresh after a resubscription or a gap runs in a short-lived task.
+        """
         api = self._require_api()
         session = self._require_session()
         subscription = connection.subscribe(api.chats_channel())
@@ -701,19 +711,59 @@ class Visitor:
                         # The channel names the visitor: it changes with an identity change.
                         subscription = connection.subscribe(api.chats_channel())
                         await subscription.wait_subscribed()
-            task_status.started()
-            try:
-                await self._apply_chat_events(subscription)
-            except GiosgError as exc:
-                # The connection failed for good; its error surfaces from the live APIs.
-                # This task must not take the visitor's task group down with it.
-                logger.warning("live chat state stopped: %s", type(exc).__name__)
-        finally:
-            await subscription.aclose()
+        except BaseException:
+            subscription._release()
+            raise
+        # Closed before the task group is cancelled (last in, first out): no event
+        # arrives while the visitor's tasks are stopping. Synchronously: see _release.
+        stack.callback(subscription._release)
+        subscription._set_sink(self._on_chat_event, self._on_chats_end)
 
-    async def _apply_chat_events(self, subscription: Subscription) -> None:
-        async for event in subscription:
-            if isinstance(event, Resubscribed | Gap):
+    def _on_chat_event(self, event: SubscriptionEvent) -> None:
+        """Fold one chats-channel event into the known chats (on the read loop: never blocks).
+
+        In the order the channel delivered them: a change that arrives while the chats
+        are re-read after a marker is held and applied after the reads.
+        """
+        held = self._held_chat_changes
+        if isinstance(event, Resubscribed | Gap):
+            if held is not None:
+                self._refresh_chats_again = True
+            elif self._chats and self._task_group is not None:
+                self._held_chat_changes = []
+                try:
+                    self._task_group.start_soon(self._refresh_chats)
+                except BaseException:
+                    self._held_chat_changes = None
+                    raise
+        elif isinstance(event, Change) and event.resource is not None:
+            if held is None:
+                self._apply_chat_change(event)
+            elif len(held) < _MAX_HELD_CHAT_CHANGES:
+                held.append(event)
+            else:
+                held.clear()
+                self._refresh_chats_again = True
+
+    def _on_chats_end(self, error: BaseException | None) -> None:
+        if error is not None:
+            # The connection failed for good (or refused the channel); its error surfaces
+            # from the live APIs. Only the type: a message may quote the server.
+            logger.warning("live chat state stopped: %s", type(error).__name__)
+
+    def _apply_chat_change(self, change: Change) -> None:
+        assert change.resource is not None
+        chat_id = change.resource_id or change.resource.get("id")
+        target = self._chats.get(chat_id) if isinstance(chat_id, str) else None
+        if target is not None:
+            target._apply(change.resource)
+
+    async def _refresh_chats(self) -> None:
+        """Re-read every known chat after a resubscription or a gap, then apply what the
+        channel delivered meanwhile; again while more markers arrived."""
+        try:
+            while True:
+                self._refresh_chats_again = False
                 for chat in list(self._chats.values()):
                     try:
                         # After a router restart every visitor reconnects at once: these
@@ -722,11 +772,13 @@ class Visitor:
                             await chat.refresh()
                     except GiosgError as exc:
                         logger.warning("could not refresh chat %s: %s", chat.id, exc)
-            elif isinstance(event, Change) and event.resource is not None:
-                chat_id = event.resource_id or event.resource.get("id")
-                target = self._chats.get(chat_id) if isinstance(chat_id, str) else None
-                if target is not None:
-                    target._apply(event.resource)
+                held, self._held_chat_changes = self._held_chat_changes or [], []
+                for change in held:
+                    self._apply_chat_change(change)
+                if not self._refresh_chats_again:
+                    return
+        finally:
+            self._held_chat_changes = None
 
     def _require_session(self) -> VisitorSession:
         if self._closed:

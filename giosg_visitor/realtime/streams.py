@@ -8,8 +8,9 @@ belong to is only told when the consumer leaves (``_unsubscribe``, ``_remove_lis
 
 from __future__ import annotations
 
+import logging
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Final, NoReturn, Protocol, Self, final
 
 import anyio
@@ -22,6 +23,8 @@ from .events import Change, ConnectionEvent, Gap, Resubscribed, SubscriptionEven
 
 
 __all__ = ["ConnectionEvents", "Subscription"]
+
+logger = logging.getLogger(__name__)
 
 #: A subscription's consumer yields at least once per this many items.
 _CHECKPOINT_EVERY: Final = 64
@@ -67,6 +70,8 @@ class Subscription(AsyncResource):
         "_max_buffer",
         "_pulse",
         "_since_checkpoint",
+        "_sink",
+        "_sink_end",
         "_subscribed",
         "_waiter",
     )
@@ -90,6 +95,9 @@ class Subscription(AsyncResource):
         self._since_checkpoint = 0
         # Created when someone waits (an anyio.Event costs ~0.9 KiB on asyncio).
         self._pulse: anyio.Event | None = None
+        # Set by _set_sink: events go straight to these callbacks on the read loop.
+        self._sink: Callable[[SubscriptionEvent], None] | None = None
+        self._sink_end: Callable[[BaseException | None], None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -138,10 +146,19 @@ class Subscription(AsyncResource):
 
     async def aclose(self) -> None:
         """Stop receiving the channel (sends ``unsub`` when nobody else listens to it)."""
+        self._release()
+        await anyio.lowlevel.checkpoint()
+
+    def _release(self) -> None:
+        """:meth:`aclose` without its checkpoint, for an owner's synchronous cleanup.
+
+        An ``AsyncExitStack`` callback that raises a cancellation before the owner's task
+        group has exited can leave a cycle of ``CancelledError`` contexts (anyio then loops
+        forever walking it when the task ends).
+        """
         self._connection._unsubscribe(self)
         self._finish(None)
         self._close()
-        await anyio.lowlevel.checkpoint()
 
     def __aiter__(self) -> Self:
         return self
@@ -192,11 +209,56 @@ class Subscription(AsyncResource):
                 "as subscription:` and iterate it"
             )
 
+    def _set_sink(
+        self,
+        on_event: Callable[[SubscriptionEvent], None],
+        on_end: Callable[[BaseException | None], None],
+    ) -> None:
+        """Hand every event to *on_event* on the read loop instead of buffering it.
+
+        For an SDK-internal consumer that only folds events into state: it needs no task
+        of its own parked on the iterator. What is buffered now goes to *on_event* first,
+        in order. *on_end* is called once when the subscription ends: with the
+        connection's fatal error or the server's refusal, or ``None`` on a close (at once
+        if it has already ended). Neither may block; an exception either raises is logged
+        and never reaches the read loop.
+        """
+        self._sink, self._sink_end = on_event, on_end
+        items, self._items = self._items, None
+        for item in items or ():
+            self._to_sink(item)
+        if self._finished:
+            self._end_sink()
+
+    def _to_sink(self, event: SubscriptionEvent) -> None:
+        sink = self._sink
+        assert sink is not None
+        try:
+            sink(event)
+        except Exception as exc:  # the read loop must not die of a consumer's bug
+            logger.exception(
+                "a callback of the subscription to %r failed: %s", self._channel, type(exc).__name__
+            )
+
+    def _end_sink(self) -> None:
+        on_end, self._sink_end = self._sink_end, None
+        if on_end is None:
+            return
+        try:
+            on_end(self._error)
+        except Exception as exc:  # as in _to_sink
+            logger.exception(
+                "a callback of the subscription to %r failed: %s", self._channel, type(exc).__name__
+            )
+
     # Private methods called by the connection (on the read loop: never block).
 
     def _deliver(self, event: Change) -> _Delivery:
         if self._finished:
             return _Delivery.DROPPED
+        if self._sink is not None:
+            self._to_sink(event)
+            return _DELIVERED
         items = self._items
         if items is None:
             items = self._items = deque()
@@ -218,6 +280,9 @@ class Subscription(AsyncResource):
 
     def _mark(self, marker: Resubscribed | Gap) -> None:
         if self._finished:
+            return
+        if self._sink is not None:
+            self._to_sink(marker)
             return
         # Only markers sit beyond the notification slots: past them, this one is implied.
         items = self._items
@@ -243,6 +308,8 @@ class Subscription(AsyncResource):
         if self._waiter is not None:
             self._waiter.set()
         self._wake()
+        if self._sink is not None:
+            self._end_sink()
 
     def _close(self) -> None:
         """The consumer is gone: forget what is buffered, end the iteration."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anyio
 import attrs
 import pytest
@@ -12,13 +14,16 @@ from giosg_visitor import (
     GiosgError,
     InvalidSecretError,
     MemoryStore,
+    Secret,
     SubscriptionError,
     UntrustedEndpointError,
     Visitor,
 )
+from giosg_visitor.realtime import RealtimeConnection
 from giosg_visitor.testing import FakeGiosg
 
 from .._helpers import ORG_ID, wait_until
+from ..reliability._resources import task_count
 
 
 ROOM_ID = "9926bdfa-56e0-11e5-b98c-6c4008c08dfe"
@@ -134,6 +139,53 @@ async def test_a_socket_that_fails_for_good_does_not_break_the_visitor(giosg: Fa
         with pytest.raises(GiosgError):
             async with visitor.subscribe("/api/v5/public/x") as subscription:
                 await subscription.wait_subscribed()
+
+
+async def test_a_socket_that_fails_for_good_is_logged_once(
+    giosg: FakeGiosg, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chats channel ending for good says so once, with the error's type only."""
+    with caplog.at_level(logging.WARNING, logger="giosg_visitor.visitor"):
+        async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+            await giosg.refuse_handshakes(404)
+            await giosg.drop_sockets("reset")
+            await wait_until(lambda: visitor.realtime.state is ConnectionState.CLOSED, seconds=10)
+    stopped = [r for r in caplog.records if "live chat state stopped" in r.getMessage()]
+    assert [r.getMessage() for r in stopped] == ["live chat state stopped: HandshakeRejectedError"]
+    assert stopped[0].levelno == logging.WARNING
+
+
+async def test_following_the_chats_takes_no_task_of_its_own(giosg: FakeGiosg) -> None:
+    """A connected visitor runs its socket's tasks and its renewal task, nothing more: its
+    chats channel is folded into the chats on the read loop (issue #14)."""
+
+    async def settled_task_count() -> int:
+        # Let tasks that end once connected (the stale socket_url check) finish.
+        for _ in range(3):
+            await anyio.wait_all_tasks_blocked()
+            await anyio.sleep(0.05)
+        return task_count()
+
+    base = await settled_task_count()
+    token = Secret("a-token-the-socket-is-never-asked-for")
+
+    async def provider() -> Secret:
+        return token
+
+    # A bare connection with the visitor's socket settings: what one socket costs in tasks.
+    async with RealtimeConnection(socket_url=giosg.socket_url, token_provider=provider) as bare:
+        await bare.wait_connected()
+        socket_tasks = await settled_task_count() - base
+    assert await settled_task_count() == base
+    async with Visitor(ORG_ID, base_url=giosg.base_url) as visitor:
+        chat = await visitor.start_chat(ROOM_ID, join_room=False)
+        visitor_tasks = await settled_task_count() - base
+        # The chats channel still keeps the chat current.
+        await giosg.end_chat(chat.id)
+        with anyio.fail_after(5):
+            await chat.wait_ended()
+    assert socket_tasks >= 1
+    assert visitor_tasks == socket_tasks + 1  # + the renewal task
 
 
 async def test_a_stale_stored_socket_url_is_refreshed_by_auth(giosg: FakeGiosg) -> None:
