@@ -10,7 +10,6 @@ import ssl
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from types import TracebackType
 from typing import Any, Final, Literal, Self, final
 
 import anyio
@@ -29,6 +28,7 @@ from ._http import (
     Timeouts,
     check_credential_url,
 )
+from ._lifecycle import AsyncResource
 from ._limiter import background
 from ._renewal import RenewalPolicy, RetryPolicy
 from .chat import Chat
@@ -86,7 +86,7 @@ async def shared_ssl_context() -> ssl.SSLContext:
 
 
 @final
-class Visitor:
+class Visitor(AsyncResource):
     """A program acting as one visitor in Giosg live chat.
 
     Use it as an async context manager: entering authenticates a new visitor or resumes
@@ -321,7 +321,7 @@ class Visitor:
 
     # Lifecycle ----------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def _aopen(self) -> None:
         if self._entered:
             raise RuntimeError("a Visitor can be started only once; create a new one")
         self._entered = True
@@ -406,15 +406,6 @@ class Visitor:
             raise
         self._stack = stack
         logger.debug("visitor %s started", self.visitor_id)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._close_here()
 
     async def start(self) -> Self:
         """Start without an ``async with`` block, for notebooks and REPLs.
@@ -440,9 +431,13 @@ class Visitor:
 
         async def host() -> None:
             try:
-                async with self:
+                await self._aopen()
+                try:
                     ready.set()
                     await stop.wait()
+                finally:
+                    # Not aclose(): for a started visitor it waits for this very task.
+                    await self._close_here()
             except BaseException as exc:  # reported to start() or aclose(); never lost
                 self._host_error = exc
             finally:

@@ -21,6 +21,7 @@ from giosg_visitor import (
     UntrustedEndpointError,
     Visitor,
 )
+from giosg_visitor._lifecycle import AsyncResource
 from giosg_visitor.testing import FakeGiosg
 
 from .._helpers import FAST_RETRY, ORG_ID, OTHER_ORG_ID, forget_stored_token, get_chats
@@ -269,6 +270,25 @@ class TestTrust:
             async with Visitor(ORG_ID, base_url=giosg.base_url, retry=FAST_RETRY):
                 pass
         assert len(giosg.auth_requests) == 1
+
+
+async def test_a_failed_start_leaves_a_closed_visitor(giosg: FakeGiosg) -> None:
+    """The SDK's one lifecycle: a start that fails has released everything; aclose() is
+    then a no-op (twice too) and entering again raises."""
+    giosg.inject(endpoint="auth", status=307)
+    visitor = Visitor(ORG_ID, base_url=giosg.base_url, retry=FAST_RETRY)
+    assert isinstance(visitor, AsyncResource)
+    with pytest.raises(ProtocolError):
+        async with visitor:
+            pass
+    assert visitor.state is SessionState.CLOSED
+    await visitor.aclose()
+    await visitor.aclose()
+    with pytest.raises(RuntimeError, match="only once"):
+        async with visitor:
+            pass
+    with pytest.raises(RuntimeError, match="only once"):
+        await visitor.start()
 
 
 async def test_lifecycle_misuse(giosg: FakeGiosg) -> None:
