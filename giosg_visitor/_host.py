@@ -1,10 +1,15 @@
 """Run a coroutine as a root task of the running event loop (asyncio or trio).
 
-This is the one deliberate exception to "background work lives in a task group owned
-by an ``async with``": a notebook runs every cell as its own task, so a visitor started
-in one cell and closed in another needs a host task that outlives the cell. The host
-task owns the visitor's ``async with`` (so its task groups are entered and exited in one
-task) and never raises: it reports its outcome through the caller's events.
+These are the deliberate exceptions to "background work lives in a task group owned by
+an ``async with``":
+
+* a notebook runs every cell as its own task, so a visitor started in one cell and
+  closed in another needs a host task that outlives the cell. The host task owns the
+  visitor's ``async with`` (so its task groups are entered and exited in one task) and
+  never raises: it reports its outcome through the caller's events;
+* the event loop's shared timer task (:func:`giosg_visitor._timers.loop_timers`) serves
+  every connection and visitor of the loop, so no one of them can own it. It runs only
+  while a timer is pending and never raises either.
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ def spawn_root_task(fn: Callable[[], Awaitable[None]]) -> None:
         async def run() -> None:
             await fn()
 
-        task = asyncio.get_running_loop().create_task(run())
+        # Named as trio names it: after the function.
+        name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        task = asyncio.get_running_loop().create_task(run(), name=name)
         _asyncio_tasks.add(task)
         task.add_done_callback(_asyncio_tasks.discard)
     elif library == "trio":

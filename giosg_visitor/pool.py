@@ -21,6 +21,7 @@ from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
 from ._lifecycle import AsyncResource
 from ._limiter import DeadlineLimiter, GatedTransport, register, unregister
 from ._renewal import RenewalPolicy, RetryPolicy
+from ._waiter import Waiter
 from .errors import ClosedError
 from .realtime import ReconnectPolicy
 from .stores.base import Store
@@ -100,17 +101,51 @@ class PoolStats:
 class _Entry:
     """One pooled visitor: started by its own host task in the pool's task group."""
 
-    __slots__ = ("closed", "error", "finished", "key", "last_used", "ready", "users", "visitor")
+    __slots__ = (
+        "closed",
+        "done",
+        "error",
+        "finished",
+        "key",
+        "last_used",
+        "ready",
+        "started",
+        "users",
+        "visitor",
+    )
 
     def __init__(self, key: str, now: float) -> None:
         self.key = key
         self.visitor: Visitor | None = None
         self.error: BaseException | None = None
-        self.ready = anyio.Event()
-        self.closed = anyio.Event()
-        self.finished = anyio.Event()
+        # Thousands of entries wait for hours: what waits is as small as it can be.
+        #: Set once the visitor started (or failed); dropped then (None).
+        self.ready: anyio.Event | None = anyio.Event()
+        self.started = False
+        #: Its host waits on this alone until the visitor is to close.
+        self.closed = Waiter()
+        #: Made when a caller waits for the host to finish; ``done`` once it has.
+        self.finished: anyio.Event | None = None
+        self.done = False
         self.last_used = now
         self.users = 0
+
+    def mark_ready(self) -> None:
+        ready, self.ready = self.ready, None
+        self.started = True
+        if ready is not None:
+            ready.set()
+
+    def mark_finished(self) -> None:
+        self.done = True
+        if self.finished is not None:
+            self.finished.set()
+
+    async def wait_finished(self) -> None:
+        if not self.done:
+            if self.finished is None:
+                self.finished = anyio.Event()
+            await self.finished.wait()
 
 
 @final
@@ -285,11 +320,12 @@ class VisitorPool(AsyncResource):
             except BaseException as exc:
                 entry.error = exc
                 self._entries.pop(key, None)
-                entry.ready.set()
+                entry.mark_ready()
                 raise
-            entry.ready.set()
+            entry.mark_ready()
         else:
-            await entry.ready.wait()
+            if entry.ready is not None:
+                await entry.ready.wait()
             if entry.error is not None:
                 raise entry.error
         entry.last_used = self._clock.monotonic()
@@ -320,7 +356,7 @@ class VisitorPool(AsyncResource):
         entry = self._entries.get(key)
         if entry is not None:
             entry.closed.set()
-            await entry.finished.wait()
+            await entry.wait_finished()
 
     def __contains__(self, key: object) -> bool:
         return key in self._entries
@@ -430,7 +466,7 @@ class VisitorPool(AsyncResource):
         finally:
             if self._entries.get(entry.key) is entry:
                 del self._entries[entry.key]
-            entry.finished.set()
+            entry.mark_finished()
 
     def _tie_background_limit(self, stack: AsyncExitStack, client: httpx.AsyncClient) -> None:
         """Put the pool-wide auth limit on ``client``, where every session looks for it.
@@ -450,7 +486,7 @@ class VisitorPool(AsyncResource):
                 await self._clock.sleep(max(0.05, idle_timeout / 4))
                 cutoff = self._clock.monotonic() - idle_timeout
                 for entry in list(self._entries.values()):
-                    if entry.users == 0 and entry.ready.is_set() and entry.last_used < cutoff:
+                    if entry.users == 0 and entry.started and entry.last_used < cutoff:
                         logger.debug("closing idle visitor %s", entry.key)
                         self.closed_idle += 1
                         entry.closed.set()

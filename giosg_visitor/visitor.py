@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import random
 import ssl
 import weakref
@@ -31,12 +30,13 @@ from ._http import (
 from ._lifecycle import AsyncResource
 from ._limiter import background
 from ._renewal import RenewalPolicy, RetryPolicy
+from ._renewer import ScheduledRenewal
+from ._timers import loop_timers
 from .chat import Chat
 from .errors import (
     ClosedError,
     GiosgError,
     NotFoundError,
-    RenewalFailedError,
     SubscriptionError,
 )
 from .models import ChatInfo, IdentityChange, Room
@@ -62,9 +62,6 @@ from .stores.memory import MemoryStore
 __all__ = ["Visitor"]
 
 logger = logging.getLogger("giosg_visitor.visitor")
-
-#: The loop backs off at most this long between failed background renewals.
-_MAX_LOOP_BACKOFF: Final = 30.0
 
 #: Chat changes held while the known chats are re-read; past this, another round of
 #: reads covers them (like a subscription buffer's overflow Gap).
@@ -372,6 +369,8 @@ class Visitor(AsyncResource):
                 limits=self._limits,
                 request_timeout=self._timeouts.request,
             )
+            # The loop's one timer task runs every visitor's keepalive and renewal.
+            timers = loop_timers(self._clock)
             if self._realtime_enabled:
                 # Entered before the task group, so background tasks stop before the socket.
                 self._connection = await stack.enter_async_context(
@@ -388,6 +387,7 @@ class Visitor(AsyncResource):
                         ping_timeout=self._ping_timeout,
                         idle_timeout=self._socket_idle_timeout,
                         close_timeout=self._timeouts.close,
+                        _timers=timers,
                     )
                 )
                 # Listen before the connection's first attempt can report (no checkpoint
@@ -396,7 +396,18 @@ class Visitor(AsyncResource):
             task_group = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(task_group.cancel_scope.cancel)
             self._task_group = task_group
-            task_group.start_soon(self._renew_forever, session)
+            renewal = ScheduledRenewal(
+                session,
+                timers=timers,
+                group=task_group,
+                clock=self._clock,
+                policy=self._renewal,
+                retry=self._retry,
+                rng=self._rng,
+                reauthorize=functools.partial(self._reauthorize_socket, session),
+            )
+            # Runs before the task group exits: no renewal may start into a closing group.
+            stack.callback(renewal.cancel)
             if self._connection is not None:
                 task_group.start_soon(self._refresh_stale_socket_url, session, first_events)
                 await self._follow_chats(self._connection, stack)
@@ -791,68 +802,6 @@ class Visitor(AsyncResource):
         if token is None:
             raise RuntimeError("the visitor has not been started (use `async with Visitor(...)`)")
         return token.session
-
-    async def _renew_forever(self, session: VisitorSession) -> None:
-        """Sleep until the renewal point; renew; repeat. Failures become state, not crashes.
-
-        A token the store could not take (down, locked, read-only) is saved again on a
-        backoff schedule between renewals; the store being down never ends the visitor.
-        """
-        failures = 0
-        save_failures = 0
-        save_at: float | None = None
-        while True:
-            wait = session.seconds_until_renewal()
-            if session.has_unsaved:
-                if save_at is None:
-                    save_at = self._clock.monotonic() + self._save_backoff(save_failures + 1)
-                wait = min(wait, max(0.0, save_at - self._clock.monotonic()))
-            else:
-                save_at, save_failures = None, 0
-            await self._clock.sleep(wait)
-            if save_at is not None and self._clock.monotonic() >= save_at:
-                if await session.save_unsaved():
-                    save_at, save_failures = None, 0
-                else:
-                    save_failures += 1
-                    save_at = self._clock.monotonic() + self._save_backoff(save_failures + 1)
-                if session.seconds_until_renewal() > 0:
-                    continue
-            token = session.current
-            now = self._clock.monotonic()
-            if token is not None and not token.times.needs_renewal(now, self._renewal):
-                # Renewed on demand meanwhile: the socket's subscriptions still need it.
-                await self._reauthorize_socket(session)
-                continue
-            try:
-                await session.renew(stale=token, background=True)
-                await self._reauthorize_socket(session)
-            except RenewalFailedError as exc:
-                failures += 1
-                logger.warning("background renewal failed: %s", exc)
-            except GiosgError as exc:
-                if session.failure is not None:
-                    logger.error("visitor session failed: %s", type(exc).__name__)
-                    return
-                failures += 1
-                logger.warning("background renewal failed: %s", type(exc).__name__)
-            else:
-                failures = 0
-                continue
-            delay = min(_MAX_LOOP_BACKOFF, self._retry.delay(failures, self._rng() or 0.5))
-            await self._clock.sleep(max(delay, 0.1) if math.isfinite(delay) else 1.0)
-
-    def _save_backoff(self, attempt: int) -> float:
-        """Seconds before save attempt ``attempt`` of an unsaved token: capped, jittered."""
-        # The retry policy's schedule, as for a failed call.
-        ceiling = min(
-            self._retry.max_delay,
-            _MAX_LOOP_BACKOFF,
-            self._retry.first_delay * self._retry.factor ** min(max(0, attempt - 1), 32),
-        )
-        # Half fixed, half random: spread out, yet never a tight loop against the store.
-        delay = ceiling * (0.5 + 0.5 * self._rng())
-        return delay if math.isfinite(delay) and delay > 0 else 1.0
 
     def __repr__(self) -> str:
         token = self._session.current if self._session is not None else None

@@ -60,6 +60,7 @@ from giosg_visitor._facts import (
 )
 from giosg_visitor._redact import redact
 from giosg_visitor._secret import Secret
+from giosg_visitor._timers import Timer, Timers, loop_timers
 from giosg_visitor.errors import (
     ConnectionClosedError,
     GiosgError,
@@ -77,6 +78,7 @@ from ._backoff import (
     classify_close,
 )
 from ._channels import ChannelTable, ConnectionStats as ConnectionStats, Op
+from ._keepalive import IdleWatchdog, TimedKeepalive, keepalive_task, send_failure_grace
 from ._strategy import (
     StrategyChooser,
     StrategyRefusal as StrategyRefusal,
@@ -116,14 +118,11 @@ __all__ = [
 logger = logging.getLogger("giosg_visitor.realtime")
 
 _ABNORMAL_CLOSURE: Final = 1006
-_KEEPALIVE_CLOSE: Final = 1011
 _EVENTS_BUFFER: Final = 256
 #: Jitter and SockJS session ids (a Random() is 2.5 KiB: not one per connection).
 _SHARED_RNG: Final = random.Random()
 #: The read loop yields at least once per this many frames (at most max_buffer / 2).
 _READER_PACE: Final = 64
-#: How long a failed send waits for the reader to report the server's close code.
-_WRITER_GRACE: Final = 0.5
 
 
 class ConnectionState(enum.Enum):
@@ -191,6 +190,10 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             :class:`Subscription`).
         transport: Opens sockets; :class:`~giosg_visitor.realtime._transport.WebSocketTransport`
             by default.
+
+    The keepalive, the idle watchdog and the SockJS open deadline run as calls on the
+    event loop's one timer task (shared by every connection and visitor on the same
+    clock), not as tasks of their own.
     """
 
     # Slots: 38 attributes would overflow a shared-key instance dict (1.6 KiB each).
@@ -224,9 +227,11 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         "_state_pulse",
         "_stats",
         "_strategies",
+        "_timers",
         "_tokens",
         "_tracker",
         "_transport",
+        "_watches_frames",
         "_writer_args",
         "_writing",
     )
@@ -254,6 +259,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         max_size: int = 2**20,
         max_buffer: int = 1000,
         transport: SocketTransport | None = None,
+        _timers: Timers | None = None,
     ) -> None:
         if strategy not in SOCKET_STRATEGIES:
             raise ValueError(
@@ -321,6 +327,9 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._socket_group: anyio.abc.TaskGroup | None = None
         self._writer_args: tuple[SocketConnection, RealtimeProtocol] | None = None
         self._writing = False
+        self._watches_frames = False
+        # The loop's shared timers (set when entered), unless given.
+        self._timers = _timers
 
     def __repr__(self) -> str:
         return (
@@ -463,6 +472,8 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
+                if self._timers is None:
+                    self._timers = loop_timers(self._clock)
                 task_group.start_soon(self._run, name="giosg_visitor realtime connection")
                 try:
                     yield self
@@ -551,7 +562,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             async with self._transport.connect(
                 url,
                 open_timeout=self._open_timeout,
-                # Keepalive is ours (see _keepalive): faster teardown, SockJS-aware.
+                # Keepalive is ours (see _keepalive.py): faster teardown, SockJS-aware.
                 ping_interval=None,
                 ping_timeout=None,
                 close_timeout=self._close_timeout,
@@ -571,8 +582,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         self._drop = None
         self._rx_count = 0
         watch_frames = getattr(socket, "watch_frames", None)
+        self._watches_frames = watch_frames is not None
         if watch_frames is not None:
             watch_frames(self._on_frame)
+        timers = self._timers
+        assert timers is not None  # set while entered
+        # Timed checks of this socket, stopped when it ends.
+        watches: list[TimedKeepalive | IdleWatchdog | Timer] = []
         try:
             async with anyio.create_task_group() as task_group:
                 self._socket_scope = task_group.cancel_scope
@@ -580,22 +596,45 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 self._writer_args = (socket, protocol)
                 if self._framing == "raw":
                     self._on_open()
-                if self._ping_interval is not None:
-                    task_group.start_soon(self._keepalive, socket, self._ping_interval)
+                interval = self._ping_interval
+                if interval is not None:
+                    send_ping = getattr(socket, "send_ping", None)
+                    if send_ping is not None:
+                        watches.append(
+                            TimedKeepalive(
+                                self,
+                                socket,
+                                send_ping,
+                                interval=interval,
+                                timeout=self._ping_timeout,
+                                timers=timers,
+                                group=task_group,
+                            )
+                        )
+                    else:
+                        task_group.start_soon(
+                            keepalive_task, self, socket, interval, self._ping_timeout
+                        )
                 if self._framing == "sockjs":
-                    task_group.start_soon(self._await_sockjs_open)
+                    # The WebSocket is up, but a SockJS session starts with its "o" frame.
+                    watches.append(timers.call_later(self._open_timeout, self._check_opened))
                 idle_timeout = self._watchdog_timeout()
                 if idle_timeout is not None:
-                    task_group.start_soon(self._watchdog, idle_timeout)
+                    watches.append(IdleWatchdog(self, idle_timeout, timers))
                 # The read loop runs in this task (one task less per connection, ~3 KiB);
                 # it ends through _lost(), which cancels the others.
                 try:
                     await self._reader(socket, protocol)
                 finally:
                     # Once the body is left the group takes no new task (trio raises and
-                    # the writer's coroutine would never run): no writer may start now.
+                    # the writer's coroutine would never run): no writer may start now,
+                    # and no timed check may start a task or report a loss.
                     self._socket_group = None
+                    for watch in watches:
+                        watch.cancel()
         finally:
+            for watch in watches:
+                watch.cancel()
             if watch_frames is not None:
                 watch_frames(None)
             self._next_query = max(self._next_query, protocol.next_query)
@@ -669,14 +708,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             self._writing = False
 
     async def _lost_after_grace(self, exc: Exception) -> None:
-        """Report a send or ping failure, letting the reader report a better reason first.
+        """Report a send failure, letting the reader report a better reason first.
 
-        A send (or ping) that races the server's close frame knows no close code; the
-        reader is about to learn the real one (4401 means "renew first"). When the reader
-        reports, it cancels this socket's scope, and so this sleep.
+        When the reader reports, it cancels this socket's scope, and so this sleep.
         """
-        if isinstance(exc, ConnectionClosedError) and exc.code == _ABNORMAL_CLOSURE:
-            await anyio.sleep(_WRITER_GRACE)
+        grace = send_failure_grace(exc)
+        if grace:
+            await anyio.sleep(grace)
         self._lost(Drop.from_error(exc))
 
     async def _apply(self, ops: list[Op], protocol: RealtimeProtocol) -> None:
@@ -690,106 +728,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 token = await self._tokens.fresh()
         self._channels.write(ops, token, protocol)
 
-    async def _keepalive(self, socket: SocketConnection, interval: float) -> None:
-        # A ping every ``interval`` on a healthy link. A socket that can ping without
-        # waiting (send_ping) is checked by sleeping through the timeout and looking at
-        # what came back: no task, task group or event per ping (this runs for every
-        # connection every interval). Others race ping() against the timeout.
-        send_ping: Callable[[], Awaitable[Callable[[], bool] | None]] | None = getattr(
-            socket, "send_ping", None
-        )
-        timeout = self._ping_timeout
-        clock = self._clock
-        watched = hasattr(socket, "watch_frames")
-        wait = interval
-        while True:
-            if wait > 0:  # 0 when the check just slept a whole interval: no extra wake-up
-                await clock.sleep(wait)
-            wait = interval
-            seen = self._rx_count
-            answered: Callable[[], bool] | None = None
-            error: Exception | None = None
-            if send_ping is not None:
-                try:
-                    answered = await send_ping()
-                except (GiosgError, OSError) as exc:
-                    await self._lost_after_grace(exc)
-                    return
-            if answered is None:
-                alive, error = await self._await_pong(socket)
-            else:
-                # Life is any frame since the ping (it proves the link as a pong would)
-                # or the pong itself. A healthy link is known after min(interval,
-                # timeout): then the next ping goes out ``interval`` after this one.
-                first = min(interval, timeout)
-                await clock.sleep(first)
-                alive = self._pinged_back(seen, answered, watched)
-                if not alive and timeout > first:
-                    await clock.sleep(timeout - first)
-                    alive = self._pinged_back(seen, answered, watched)
-                    wait = 0.0  # the timeout outlasted the interval: the next ping is due
-                else:
-                    wait = interval - first
-            if alive:
-                continue
-            if error is not None:
-                await self._lost_after_grace(error)
-            else:
-                self._lost(
-                    Drop(
-                        code=_KEEPALIVE_CLOSE,
-                        reason="keepalive ping timeout",
-                        verdict=classify_close(_KEEPALIVE_CLOSE),
-                        abort=True,
-                    )
-                )
-            return
-
-    def _pinged_back(self, seen: int, answered: Callable[[], bool], watched: bool) -> bool:
-        """Whether a frame arrived since the ping (``seen`` frames then) or its pong did."""
-        if self._rx_count != seen:
-            return True
-        if not answered():
-            return False
-        if not watched:
-            self._touch()  # the pong is a frame the socket did not report
-        return True
-
-    async def _await_pong(self, socket: SocketConnection) -> tuple[bool, Exception | None]:
-        """Whether the link answered within the ping timeout, and the error if the ping failed."""
-        alive = False
-        error: Exception | None = None
-        rx_pulse = self._rx_pulse = anyio.Event()
-        async with anyio.create_task_group() as race:
-
-            async def ping() -> None:
-                nonlocal alive, error
-                try:
-                    await socket.ping()
-                except (GiosgError, OSError) as exc:
-                    error = exc
-                else:
-                    alive = True
-                    if not hasattr(socket, "watch_frames"):
-                        self._touch()  # the pong is a frame the socket did not report
-                race.cancel_scope.cancel()
-
-            async def any_frame() -> None:
-                nonlocal alive
-                await rx_pulse.wait()
-                alive = True
-                race.cancel_scope.cancel()
-
-            race.start_soon(ping)
-            # Any inbound frame proves the link alive, as a pong would.
-            race.start_soon(any_frame)
-            await self._clock.sleep(self._ping_timeout)
-            race.cancel_scope.cancel()
-        return alive, error
-
-    async def _await_sockjs_open(self) -> None:
-        # The WebSocket is up, but a SockJS session only starts with its ``o`` frame.
-        await self._clock.sleep(self._open_timeout)
+    def _check_opened(self) -> None:
         if not self._is_open:
             self._lost(
                 Drop(
@@ -801,13 +740,13 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             )
 
     def _watchdog_timeout(self) -> float | None:
-        """The idle timeout for this socket's watchdog task; ``None``: no watchdog task.
+        """The idle timeout for this socket's watchdog; ``None``: no watchdog.
 
         ``None`` when nothing guarantees traffic, and when our own keepalive already
         drops a silent link at least as soon: it pings every ``ping_interval`` and drops
         the socket when no frame at all arrives within ``ping_timeout``, so a link quiet
         for ``ping_interval + ping_timeout`` is gone before an idle timeout at least that
-        long could fire (one task less per connection).
+        long could fire.
         """
         idle = self._idle_timeout
         if idle is None:
@@ -821,28 +760,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         if interval is not None and idle >= interval + self._ping_timeout:
             return None
         return idle
-
-    async def _watchdog(self, idle_timeout: float) -> None:
-        # Checked a few times per timeout: a frame counter, not a clock read per frame.
-        step = idle_timeout / 4
-        seen = self._rx_count
-        quiet_since = self._clock.monotonic()
-        while True:
-            await self._clock.sleep(step)
-            now = self._clock.monotonic()
-            if self._rx_count != seen:
-                seen = self._rx_count
-                quiet_since = now
-            elif now - quiet_since >= idle_timeout:
-                self._lost(
-                    Drop(
-                        code=_ABNORMAL_CLOSURE,
-                        reason="no frame, heartbeat or pong received",
-                        verdict=classify_close(_ABNORMAL_CLOSURE),
-                        abort=True,
-                    )
-                )
-                return
 
     # Event handling (runs on the read loop: never awaits).
 

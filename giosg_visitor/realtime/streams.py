@@ -18,6 +18,7 @@ import anyio.lowlevel
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._lifecycle import AsyncResource
+from .._waiter import Waiter
 from ._channels import DELIVERED as _DELIVERED, Delivery as _Delivery
 from .events import Change, ConnectionEvent, Gap, Resubscribed, SubscriptionEvent
 
@@ -85,7 +86,7 @@ class Subscription(AsyncResource):
         # delivery and dropped whenever the consumer parks on an empty one (an empty
         # deque is 0.6 KiB; most subscriptions are idle most of the time).
         self._items: deque[SubscriptionEvent] | None = None
-        self._waiter: anyio.Event | None = None
+        self._waiter: Waiter | None = None
         self._error: BaseException | None = None
         self._finished = False
         self._closed = False
@@ -194,7 +195,7 @@ class Subscription(AsyncResource):
                 await anyio.lowlevel.checkpoint()
                 continue
             self._items = None
-            waiter = self._waiter = anyio.Event()
+            waiter = self._waiter = Waiter()
             try:
                 await waiter.wait()
             finally:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import anyio
 import pytest
+from sniffio import current_async_library as anyio_backend_name
 
 from giosg_visitor import MemoryStore, SessionState
 from giosg_visitor.pool import VisitorPool
@@ -117,3 +120,24 @@ async def test_misuse_is_reported() -> None:
         VisitorPool(ORG_ID, store=MemoryStore(), key="k")  # type: ignore[call-arg]
     with pytest.raises(ValueError):
         VisitorPool(ORG_ID, store=MemoryStore(), idle_timeout=0)
+
+
+async def test_a_connected_pooled_visitor_runs_two_tasks(giosg: FakeGiosg) -> None:
+    """Idle pooled visitors: the visitor's host and its socket's read loop, nothing more.
+
+    The keepalive pings and the token renewals of every visitor run as calls on the
+    event loop's one timer task. (On trio, websockets runs a reader task of its own per
+    socket.)
+    """
+    async with VisitorPool(ORG_ID, store=MemoryStore(), base_url=giosg.base_url) as pool:
+        before = Counter(task.name for task in anyio.get_running_tasks())
+        for n in range(10):
+            await pool.get(f"u{n}")
+        await wait_until(lambda: giosg.router.handshakes >= 10)
+        await anyio.sleep(0.2)  # let every start-up read finish
+        added = Counter(task.name for task in anyio.get_running_tasks()) - before
+        timer_tasks = added.pop("giosg_visitor._timers.Timers._run_until_idle", 0)
+        assert timer_tasks == 1, added  # one for all ten
+        ours = {name: count for name, count in added.items() if name.startswith("giosg_visitor")}
+        assert sum(ours.values()) == 20, ours
+        assert sum(added.values()) == (30 if anyio_backend_name() == "trio" else 20), added
