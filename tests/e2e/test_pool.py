@@ -130,12 +130,12 @@ async def test_a_connected_pooled_visitor_runs_two_tasks(giosg: FakeGiosg) -> No
     socket.)
     """
     async with VisitorPool(ORG_ID, store=MemoryStore(), base_url=giosg.base_url) as pool:
-        before = Counter(task.name for task in anyio.get_running_tasks())
+        before = Counter(str(task.name) for task in anyio.get_running_tasks())
         for n in range(10):
             await pool.get(f"u{n}")
         await wait_until(lambda: giosg.router.handshakes >= 10)
         await anyio.sleep(0.2)  # let every start-up read finish
-        added = Counter(task.name for task in anyio.get_running_tasks()) - before
+        added = Counter(str(task.name) for task in anyio.get_running_tasks()) - before
         timer_tasks = added.pop("giosg_visitor._timers.Timers._run_until_idle", 0)
         assert timer_tasks == 1, added  # one for all ten
         ours = {name: count for name, count in added.items() if name.startswith("giosg_visitor")}

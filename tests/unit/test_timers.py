@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import anyio
@@ -19,9 +20,13 @@ pytestmark = pytest.mark.anyio
 async def test_callbacks_run_in_deadline_order_never_early() -> None:
     clock = FakeClock(start=0.0)
     ran: list[tuple[str, float]] = []
+
+    def record(name: str) -> None:
+        ran.append((name, clock.monotonic()))
+
     async with Timers(clock) as timers:
         for name, delay in [("c", 30.0), ("a", 10.0), ("b", 20.0), ("a2", 10.0)]:
-            timers.call_later(delay, lambda name=name: ran.append((name, clock.monotonic())))
+            timers.call_later(delay, functools.partial(record, name))
         await clock.advance(9.999)
         assert ran == []
         await clock.advance(15.0)
