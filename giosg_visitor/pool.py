@@ -19,7 +19,7 @@ from ._clock import Clock, SystemClock
 from ._facts import SocketStrategy
 from ._http import DEFAULT_BASE_URL, USER_AGENT, ResponseLimits, Timeouts
 from ._lifecycle import AsyncResource
-from ._limiter import DeadlineLimiter, GatedTransport, register, unregister
+from ._limiter import DeadlineLimiter, GatedTransport, ShardedTransport, register, unregister
 from ._renewal import RenewalPolicy, RetryPolicy
 from ._waiter import Waiter
 from .errors import ClosedError
@@ -246,14 +246,19 @@ class VisitorPool(AsyncResource):
         try:
             if self._shared_client is None:
                 timeouts: Timeouts = self._options.get("timeouts") or Timeouts()
-                limits = httpx.Limits(
-                    max_connections=self._max_connections,
-                    max_keepalive_connections=self._max_connections,
-                )
+                ssl_context = await shared_ssl_context()
+
+                def shard(connections: int) -> httpx.AsyncBaseTransport:
+                    limits = httpx.Limits(
+                        max_connections=connections, max_keepalive_connections=connections
+                    )
+                    return httpx.AsyncHTTPTransport(verify=ssl_context, limits=limits)
+
                 # No more requests inside httpcore than it has connections: its queue
                 # costs (queued requests x connections) on every request; ours is a heap.
+                # And small pools: httpcore checks each of a pool's connections per request.
                 transport = GatedTransport(
-                    httpx.AsyncHTTPTransport(verify=await shared_ssl_context(), limits=limits),
+                    ShardedTransport(shard, self._max_connections),
                     self._max_connections,
                     self._clock.monotonic,
                 )

@@ -26,6 +26,7 @@ from giosg_visitor import MemoryStore, SessionState, Timeouts, Visitor
 from giosg_visitor._limiter import (
     DeadlineLimiter,
     GatedTransport,
+    ShardedTransport,
     background,
     limiter_for,
     register,
@@ -440,14 +441,24 @@ async def test_a_background_request_that_must_renew_first_cannot_deadlock_the_li
     assert world.giosg.expired_token_requests == []
 
 
-async def test_the_pool_gates_its_own_client(giosg: FakeGiosg) -> None:
-    """A pool's own client admits at most max_connections requests into httpcore."""
+@pytest.mark.parametrize(("connections", "shards"), [(3, 1), (25, 3)])
+async def test_the_pool_gates_its_own_client(
+    giosg: FakeGiosg, connections: int, shards: int
+) -> None:
+    """A pool's own client admits at most max_connections requests into httpcore, spread
+    over connection pools of at most ten connections."""
     async with VisitorPool(
-        ORG_ID, store=MemoryStore(), base_url=giosg.base_url, max_connections=3, realtime=False
+        ORG_ID,
+        store=MemoryStore(),
+        base_url=giosg.base_url,
+        max_connections=connections,
+        realtime=False,
     ) as pool:
         visitor = await pool.get("alice")
         gated = visitor.http_client._transport
         assert isinstance(gated, GatedTransport)
+        assert isinstance(gated._inner, ShardedTransport)
+        assert len(gated._inner) == shards
         statuses: list[int] = []
 
         async def probe() -> None:
@@ -458,8 +469,9 @@ async def test_the_pool_gates_its_own_client(giosg: FakeGiosg) -> None:
                 for _ in range(40):
                     tg.start_soon(probe)
         assert statuses == [200] * 40
-        assert gated.gate.max_in_use <= 3
+        assert gated.gate.max_in_use <= connections
         assert gated.gate.in_use == 0
+        assert gated._inner._busy == [0] * shards
 
 
 async def test_catching_up_after_a_reconnect_goes_through_the_background_limit(
@@ -506,3 +518,90 @@ async def test_catching_up_after_a_reconnect_goes_through_the_background_limit(
                     assert limiter.in_use == 0
         finally:
             unregister(client, limiter)
+
+
+class TestShardedTransport:
+    """Small connection pools in place of one large one (httpcore checks every connection
+    of a pool on every request)."""
+
+    @staticmethod
+    def _shards(sizes: list[int], release: anyio.Event, seen: list[int]) -> ShardedTransport:
+        def make(connections: int) -> httpx.AsyncBaseTransport:
+            shard = len(sizes)
+            sizes.append(connections)
+
+            async def handler(request: httpx.Request) -> httpx.Response:
+                seen.append(shard)
+                await release.wait()
+                return httpx.Response(200, content=b"x" * 10)
+
+            return httpx.MockTransport(handler)
+
+        return ShardedTransport(make, 25, shard_size=10)
+
+    async def test_sizes_and_least_busy_routing(self) -> None:
+        """25 connections: shards of 10, 10 and 5; concurrent requests spread evenly."""
+        sizes: list[int] = []
+        seen: list[int] = []
+        release = anyio.Event()
+        sharded = self._shards(sizes, release, seen)
+        assert sizes == [10, 10, 5]
+        assert len(sharded) == 3
+        async with httpx.AsyncClient(transport=sharded, base_url="http://x") as client:
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(client.get, "/")
+                await _yield(20)
+                assert sorted(seen) == [0, 0, 1, 1, 2, 2]
+                release.set()
+            # All bodies closed: every shard is idle, and the first one is picked again.
+            seen.clear()
+            await client.get("/")
+            assert seen == [0]
+
+    async def test_a_body_not_yet_closed_keeps_its_shard_busy(self) -> None:
+        seen: list[int] = []
+
+        class Body(httpx.AsyncByteStream):
+            async def __aiter__(self) -> AsyncIterator[bytes]:
+                yield b"x"
+
+        def make(connections: int) -> httpx.AsyncBaseTransport:
+            shard = len(made)
+            made.append(connections)
+
+            async def handler(request: httpx.Request) -> httpx.Response:
+                seen.append(shard)
+                return httpx.Response(200, stream=Body())
+
+            return httpx.MockTransport(handler)
+
+        made: list[int] = []
+        sharded = ShardedTransport(make, 20, shard_size=10)
+        async with httpx.AsyncClient(transport=sharded, base_url="http://x") as client:
+            async with client.stream("GET", "/"):
+                await client.get("/")  # the first shard still holds the open body
+            await client.get("/")
+        assert seen == [0, 1, 0]
+
+    async def test_a_failed_request_frees_its_shard(self) -> None:
+        calls: list[int] = []
+
+        def make(connections: int) -> httpx.AsyncBaseTransport:
+            def handler(request: httpx.Request) -> httpx.Response:
+                calls.append(connections)
+                raise httpx.ConnectError("refused")
+
+            return httpx.MockTransport(handler)
+
+        sharded = ShardedTransport(make, 20, shard_size=10)
+        async with httpx.AsyncClient(transport=sharded, base_url="http://x") as client:
+            for _ in range(3):
+                with pytest.raises(httpx.ConnectError):
+                    await client.get("/")
+        assert len(calls) == 3
+        assert sharded._busy == [0, 0]
+
+    def test_bad_sizes_are_refused(self) -> None:
+        with pytest.raises(ValueError, match="at least 1"):
+            ShardedTransport(lambda n: httpx.MockTransport(lambda r: httpx.Response(200)), 0)
