@@ -194,6 +194,9 @@ class Subscription(AsyncResource):
                 yielded = True
                 await anyio.lowlevel.checkpoint()
                 continue
+            if self._waiter is not None:
+                # It would take the first one's wake-up, and strand it.
+                raise RuntimeError("another task is already iterating this subscription")
             self._items = None
             waiter = self._waiter = Waiter()
             try:

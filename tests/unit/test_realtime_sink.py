@@ -194,3 +194,28 @@ async def test_markers_during_a_refresh_start_one_more_round_not_a_second_task()
         assert chat.applied == ["snapshot 1", {"n": 1}, "snapshot 2"]
         assert visitor._held_chat_changes is None
     visitor._task_group = None
+
+
+async def test_a_second_task_iterating_one_subscription_is_refused() -> None:
+    """Two consumers of one buffer would steal each other's wake-up: the second is told."""
+    subscription = Subscription(Owner(), CHANNEL, max_buffer=4)
+    received: list[SubscriptionEvent] = []
+    errors: list[BaseException] = []
+
+    async def consume() -> None:
+        received.append(await subscription.__anext__())
+
+    async def second() -> None:
+        try:
+            await subscription.__anext__()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            await anyio.wait_all_tasks_blocked()
+            await second()
+            subscription._deliver(change("c1"))
+    assert [event.resource_id for event in received if isinstance(event, Change)] == ["c1"]
+    assert "already iterating" in str(errors[0])
