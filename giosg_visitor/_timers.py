@@ -51,9 +51,6 @@ class Timer:
         self._callback = callback
         self._owner = owner
 
-    def __lt__(self, other: Timer) -> bool:
-        return self.when < other.when
-
     @property
     def cancelled(self) -> bool:
         """Whether it was cancelled (or has run)."""

@@ -109,7 +109,6 @@ class _Entry:
         "key",
         "last_used",
         "ready",
-        "started",
         "users",
         "visitor",
     )
@@ -119,9 +118,8 @@ class _Entry:
         self.visitor: Visitor | None = None
         self.error: BaseException | None = None
         # Thousands of entries wait for hours: what waits is as small as it can be.
-        #: Set once the visitor started (or failed); dropped then (None).
+        #: Set once the visitor started (or failed); dropped then (None: started).
         self.ready: anyio.Event | None = anyio.Event()
-        self.started = False
         #: Its host waits on this alone until the visitor is to close.
         self.closed = Waiter()
         #: Made when a caller waits for the host to finish; ``done`` once it has.
@@ -132,7 +130,6 @@ class _Entry:
 
     def mark_ready(self) -> None:
         ready, self.ready = self.ready, None
-        self.started = True
         if ready is not None:
             ready.set()
 
@@ -491,7 +488,7 @@ class VisitorPool(AsyncResource):
                 await self._clock.sleep(max(0.05, idle_timeout / 4))
                 cutoff = self._clock.monotonic() - idle_timeout
                 for entry in list(self._entries.values()):
-                    if entry.users == 0 and entry.started and entry.last_used < cutoff:
+                    if entry.users == 0 and entry.ready is None and entry.last_used < cutoff:
                         logger.debug("closing idle visitor %s", entry.key)
                         self.closed_idle += 1
                         entry.closed.set()

@@ -194,11 +194,8 @@ async def keepalive_task(
 async def _report(connection: RealtimeConnection, error: Exception | None) -> None:
     if error is None:
         connection._lost(_timed_out())
-        return
-    grace = send_failure_grace(error)
-    if grace:
-        await anyio.sleep(grace)
-    connection._lost(Drop.from_error(error))
+    else:
+        await connection._lost_after_grace(error)
 
 
 async def race_pong(

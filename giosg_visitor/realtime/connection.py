@@ -594,36 +594,36 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                 self._socket_scope = task_group.cancel_scope
                 self._socket_group = task_group
                 self._writer_args = (socket, protocol)
-                if self._framing == "raw":
-                    self._on_open()
-                interval = self._ping_interval
-                if interval is not None:
-                    send_ping = getattr(socket, "send_ping", None)
-                    if send_ping is not None:
-                        watches.append(
-                            TimedKeepalive(
-                                self,
-                                socket,
-                                send_ping,
-                                interval=interval,
-                                timeout=self._ping_timeout,
-                                timers=timers,
-                                group=task_group,
-                            )
-                        )
-                    else:
-                        task_group.start_soon(
-                            keepalive_task, self, socket, interval, self._ping_timeout
-                        )
-                if self._framing == "sockjs":
-                    # The WebSocket is up, but a SockJS session starts with its "o" frame.
-                    watches.append(timers.call_later(self._open_timeout, self._check_opened))
-                idle_timeout = self._watchdog_timeout()
-                if idle_timeout is not None:
-                    watches.append(IdleWatchdog(self, idle_timeout, timers))
-                # The read loop runs in this task (one task less per connection, ~3 KiB);
-                # it ends through _lost(), which cancels the others.
                 try:
+                    if self._framing == "raw":
+                        self._on_open()
+                    interval = self._ping_interval
+                    if interval is not None:
+                        send_ping = getattr(socket, "send_ping", None)
+                        if send_ping is not None:
+                            watches.append(
+                                TimedKeepalive(
+                                    self,
+                                    socket,
+                                    send_ping,
+                                    interval=interval,
+                                    timeout=self._ping_timeout,
+                                    timers=timers,
+                                    group=task_group,
+                                )
+                            )
+                        else:
+                            task_group.start_soon(
+                                keepalive_task, self, socket, interval, self._ping_timeout
+                            )
+                    if self._framing == "sockjs":
+                        # The WebSocket is up; a SockJS session starts with its "o" frame.
+                        watches.append(timers.call_later(self._open_timeout, self._check_opened))
+                    idle_timeout = self._watchdog_timeout()
+                    if idle_timeout is not None:
+                        watches.append(IdleWatchdog(self, idle_timeout, timers))
+                    # The read loop runs in this task (one task less per connection, ~3 KiB);
+                    # it ends through _lost(), which cancels the others.
                     await self._reader(socket, protocol)
                 finally:
                     # Once the body is left the group takes no new task (trio raises and
@@ -633,8 +633,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     for watch in watches:
                         watch.cancel()
         finally:
-            for watch in watches:
-                watch.cancel()
             if watch_frames is not None:
                 watch_frames(None)
             self._next_query = max(self._next_query, protocol.next_query)
@@ -655,7 +653,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
         # Sockets that report every frame themselves (watch_frames) are counted there;
         # others are counted here, per data frame.
-        count_here = not hasattr(socket, "watch_frames")
+        count_here = not self._watches_frames
         pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
         recv = socket.recv
