@@ -136,7 +136,15 @@ def test_chat_command_chooses_a_button_with_slash_number(tmp_path: Path, backend
     assert process.stdin is not None
     lines: queue.Queue[str] = queue.Queue()
     seen: list[str] = []
-    threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True).start()
+    # Both pipes are drained by threads of their own, and only those threads read them: a
+    # `communicate()` here would close stdout under the reader thread.
+    errors: queue.Queue[str] = queue.Queue()
+    readers = [
+        threading.Thread(target=_reader, args=(process.stdout, lines), daemon=True),
+        threading.Thread(target=_reader, args=(process.stderr, errors), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
 
     def type_line(text: str) -> None:
         assert process.stdin is not None
@@ -155,7 +163,15 @@ def test_chat_command_chooses_a_button_with_slash_number(tmp_path: Path, backend
         type_line("/2")
         _wait_for(lines, seen, "button /2 can no longer be chosen")
         type_line("/end")
-        _, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
     finally:
         process.kill()
+        process.wait()
+        # The pipes close only after their readers have seen the end of them.
+        for reader in readers:
+            reader.join(timeout=10)
+        for pipe in (process.stdin, process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+    err = "".join(errors.queue)
     assert process.returncode == 0, err
