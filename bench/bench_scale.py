@@ -24,6 +24,12 @@ Reported:
 do after its start-up): the collector then leaves the start-up objects alone, and full
 collections walk only what was made since.
 
+``--gc-freeze-every K`` calls ``gc.freeze()`` each time another ``K`` visitors are up,
+during the ramp only, and ``gc.unfreeze()`` once all are up (nothing stays frozen for the
+steady phase). A growing heap is collected in full each time it has grown by a quarter
+since the last full collection, and each of those walks the whole heap; objects frozen
+along the way are left out of both the walk and the count.
+
 Baseline, same run and server: a bare ``httpx.AsyncClient`` doing 2,000 auth POSTs, ten
 at a time; its CPU per POST is printed beside the SDK's steady CPU per renewal (which also
 pays for the sockets, their pings and the traffic). ``RATIO``
@@ -190,6 +196,7 @@ async def run(
         wall = time.monotonic()
         result.setdefault("up_at_ramp_end", up)
         result.setdefault("ramp", wall - t0)
+        result.setdefault("gc_ramp", gc_timer.total)
         result.setdefault("all_up", False)
         result["up"] = up
         result.setdefault("rss_per_visitor", (me.memory_info().rss - rss0) / max(1, up) / 1024)
@@ -231,6 +238,8 @@ async def run(
                 visitor = None  # type: ignore[assignment]
             else:
                 up += 1
+                if args.gc_freeze_every and up % args.gc_freeze_every == 0 and up < n:
+                    gc.freeze()
             if up + sum(start_errors.values()) == n:
                 all_up.set()
             if visitor is None or not period:
@@ -250,6 +259,10 @@ async def run(
         with anyio.move_on_after(args.ramp_timeout):
             await all_up.wait()
         ramp = time.monotonic() - t0
+        result["gc_ramp"] = gc_timer.total
+        if args.gc_freeze_every:
+            result["frozen_in_ramp"] = gc.get_freeze_count()
+            gc.unfreeze()
         result["up_at_ramp_end"] = up
         result["ramp"] = ramp
         result["all_up"] = all_up.is_set()
@@ -326,6 +339,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--gc-freeze", action="store_true", help="gc.freeze() after the ramp")
     parser.add_argument(
+        "--gc-freeze-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="gc.freeze() every K visitors up in the ramp, gc.unfreeze() after it",
+    )
+    parser.add_argument(
         "--max-wall", type=float, default=1800.0, help="s; then report what there is and exit"
     )
     args = parser.parse_args()
@@ -347,6 +367,7 @@ def main() -> None:
         traffic=f"{args.requests_per_lifetime:g} GET per visitor per lifetime",
         fd_limit=fds,
         gc_freeze=args.gc_freeze,
+        gc_freeze_every=args.gc_freeze_every or "no",
     )
     with common.ServerProcess("--fake", "--token-lifetime", f"{args.lifetime:g}") as server:
         base = common.run(lambda: baseline(server, 2000, 10), args.backend)
@@ -407,6 +428,12 @@ def print_report(args: Any, result: dict[str, Any], base: float) -> None:
         ["RSS per visitor, KiB", result["rss_per_visitor"], "after the ramp"],
         ["tasks per visitor", result["tasks_per_visitor"], args.backend],
         ["GC time, s", result["gc_total"], f"{result['gc_steady']:.2f} s steady"],
+        [
+            "GC share of the ramp",
+            result["gc_ramp"] / max(1e-9, result["ramp"]),
+            f"{result['gc_ramp']:.2f} s of {result['ramp']:.1f} s;"
+            f" frozen at its end: {result.get('frozen_in_ramp', 0):,}",
+        ],
         ["GC collections", sum(result["gc_collections"].values()), str(result["gc_collections"])],
         [
             "GC s by generation",

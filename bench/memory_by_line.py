@@ -7,6 +7,9 @@ the line that made them (the most recent frame in the SDK or a library). Not a r
 a map for deciding what to cut; ``bench_memory.py`` measures the totals.
 
     .venv/bin/python bench/memory_by_line.py [--kind connection|pool] [--count 300] [--top 40]
+
+It then prints the objects the garbage collector tracks, per connection, by type: a full
+collection walks each of them, so their number (not their bytes) sets what one costs.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import argparse
 import gc
 import os
 import tracemalloc
+import types
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import _common as common
@@ -34,6 +39,18 @@ def where(frame: tracemalloc.Frame) -> str:
         if marker in name:
             name = name.split(marker, 1)[1]
     return f"{name.removeprefix(os.getcwd() + '/')}:{frame.lineno}"
+
+
+def kind_of(obj: object) -> str:
+    """A tracked object's type; for a function, method or coroutine, also its code's name."""
+    kind = type(obj).__qualname__
+    if isinstance(obj, types.MethodType):
+        obj = obj.__func__
+    if isinstance(obj, types.FunctionType):
+        return f"{kind} {obj.__code__.co_qualname}"
+    if isinstance(obj, types.CoroutineType):
+        return f"{kind} {obj.cr_code.co_qualname}"
+    return kind
 
 
 async def main(server: common.ServerProcess, args: argparse.Namespace) -> None:
@@ -77,6 +94,7 @@ async def main(server: common.ServerProcess, args: argparse.Namespace) -> None:
             await warm.wait()
             await anyio.sleep(0.5)
             gc.collect()
+            tracked_before = Counter(map(kind_of, gc.get_objects()))
             tracemalloc.start(1)
             before = tracemalloc.take_snapshot()
             for index in range(args.count):
@@ -98,6 +116,13 @@ async def main(server: common.ServerProcess, args: argparse.Namespace) -> None:
                     f"{stat.size_diff / per:8.0f}  {stat.count_diff / per:7.2f}  "
                     f"{where(stat.traceback[0])}"
                 )
+            tracemalloc.stop()
+            tracked = Counter(map(kind_of, gc.get_objects()))
+            tracked.subtract(tracked_before)
+            print(f"\nGC-tracked objects per {args.kind}: {sum(tracked.values()) / per:.1f}")
+            for name, count in tracked.most_common(args.top):
+                if count / per >= 0.5:
+                    print(f"{count / per:8.1f}  {name}")
             # Closing hundreds of sockets politely measures nothing.
             os._exit(0)
 
