@@ -88,9 +88,9 @@ class SocketConnection(Protocol):
     """One open WebSocket, as the real-time connection uses it.
 
     A socket may also offer ``watch_frames(callback)`` (as the default transport's do):
-    ``callback(kind)`` for every inbound frame, control frames included. The connection
-    then counts pings and pongs as signs of life; without it, only what :meth:`recv`
-    returns and answered pings count.
+    ``callback(kind)`` for every inbound control frame (``"ping"``, ``"pong"``,
+    ``"close"``). The connection then counts pings and pongs as signs of life besides
+    what :meth:`recv` returns; without it, only messages and answered pings count.
 
     And it may offer ``async send_ping() -> Callable[[], bool] | None`` (the default
     transport's do): send a ping without waiting for its pong and return a check that
@@ -289,11 +289,9 @@ class WebSocketTransport:
         return exc
 
 
-#: Frame kinds reported to a :meth:`_WebSocket.watch_frames` callback.
-_FRAME_KINDS: Final = {
-    Opcode.TEXT: "text",
-    Opcode.BINARY: "binary",
-    Opcode.CONT: "continuation",
+#: Frame kinds reported to a :meth:`_WebSocket.watch_frames` callback. Data frames are
+#: not: the read loop sees each message anyway, and this runs for every frame.
+_CONTROL_KINDS: Final = {
     Opcode.PING: "ping",
     Opcode.PONG: "pong",
     Opcode.CLOSE: "close",
@@ -301,14 +299,16 @@ _FRAME_KINDS: Final = {
 
 
 def _report_frame(connection: Any, event: object) -> None:
-    """Tell the connection's frame watcher (if any) that a frame arrived."""
+    """Tell the connection's frame watcher (if any) that a control frame arrived."""
     watcher = connection.frame_watcher
     if watcher is not None and isinstance(event, Frame):
-        watcher(_FRAME_KINDS.get(event.opcode, "other"))
+        kind = _CONTROL_KINDS.get(event.opcode)
+        if kind is not None:
+            watcher(kind)
 
 
 class _AsyncioClientConnection(websockets.asyncio.client.ClientConnection):
-    """websockets' asyncio connection that reports every inbound frame, control frames too.
+    """websockets' asyncio connection that reports inbound control frames.
 
     websockets answers pings and consumes pongs itself; a server that heartbeats with
     WebSocket pings (sockjs-node does) would otherwise look silent to us.
@@ -332,7 +332,7 @@ def _trio_connect(url: str, kwargs: dict[str, Any]) -> AbstractAsyncContextManag
     import websockets.trio.client
 
     class _TrioClientConnection(websockets.trio.client.ClientConnection):
-        """websockets' trio connection that reports every inbound frame (see asyncio's)."""
+        """websockets' trio connection that reports inbound control frames (see asyncio's)."""
 
         frame_watcher: Callable[[str], None] | None = None
 
@@ -363,10 +363,10 @@ class _WebSocket:
         return f"<_WebSocket backend={self._backend} closed={self._closed}>"
 
     def watch_frames(self, callback: Callable[[str], None] | None) -> None:
-        """Call ``callback(kind)`` for every inbound frame, control frames included.
+        """Call ``callback(kind)`` for every inbound control frame.
 
-        ``kind`` is ``"text"``, ``"binary"``, ``"continuation"``, ``"ping"``, ``"pong"`` or
-        ``"close"``. It runs inside websockets' frame processing: it must not block or
+        ``kind`` is ``"ping"``, ``"pong"`` or ``"close"`` (data frames come out of
+        :meth:`recv`). It runs inside websockets' frame processing: it must not block or
         raise. ``None`` stops watching.
         """
         self._ws.frame_watcher = callback

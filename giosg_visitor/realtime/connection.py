@@ -651,9 +651,6 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
         return drop
 
     async def _reader(self, socket: SocketConnection, protocol: RealtimeProtocol) -> None:
-        # Sockets that report every frame themselves (watch_frames) are counted there;
-        # others are counted here, per data frame.
-        count_here = not self._watches_frames
         pace = max(1, min(_READER_PACE, self._max_buffer // 2))
         burst = 0
         recv = socket.recv
@@ -669,8 +666,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
                     self._touch()
                     logger.debug("skipped a binary frame")
                     continue
-                if count_here:
-                    self._touch()
+                self._touch()
                 change = receive(text)
                 if change is not None:
                     # The hot path: one notification, routed to its subscribers.
@@ -824,7 +820,7 @@ class RealtimeConnection(anyio.AsyncContextManagerMixin):
             pulse.set()
 
     def _on_frame(self, kind: str) -> None:
-        """A frame of any kind arrived (called from the socket's frame processing)."""
+        """A control frame arrived (called from the socket's frame processing)."""
         self._touch()
 
     def _fail(self, error: BaseException, *, code: int | None, reason: str) -> None:
