@@ -270,6 +270,7 @@ async def run(
                 gc.collect()
             else:
                 gc.freeze()  # instead of the collection: the ramp's objects, garbage too
+                result["frozen_in_ramp"] = gc.get_freeze_count()
             gc.enable()
         ramp = time.monotonic() - t0
         result["gc_ramp"] = gc_timer.total
