@@ -236,12 +236,45 @@ async def test_static_and_oauth_credentials_stay_out_of_logs(secret_sentinel: Se
 
 
 def test_redacting_a_debug_line_stays_cheap_with_many_live_secrets() -> None:
-    """With 1,000 visitors' secrets alive, a DEBUG socket line costs < 0.1 ms."""
-    alive = [Secret(f"live-secret-{i:032d}") for i in range(1000)]
+    """A DEBUG socket line costs about the same with 1,000 visitors' secrets alive as with 10.
+
+    Timed against itself in the same run (the best of several rounds each), so a loaded
+    machine slows both sides alike; a scan per live secret makes the second side ~100x.
+    """
     logger = logging.getLogger("giosg_visitor.websockets")
-    started = time.perf_counter()
-    for _ in range(200):
-        logger.debug("< TEXT %s [%d bytes]", '["changed",["/api/v5/x",{}]]', 30)
-    per_line = (time.perf_counter() - started) / 200
-    assert len(alive) == 1000
-    assert per_line < 0.0001, f"{per_line * 1000:.2f} ms per DEBUG line"
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+
+    def per_line() -> float:
+        best = float("inf")
+        for _ in range(7):
+            started = time.perf_counter()
+            for _ in range(200):
+                logger.debug("< TEXT %s [%d bytes]", '["changed",["/api/v5/x",{}]]', 30)
+            best = min(best, (time.perf_counter() - started) / 200)
+        return best
+
+    # The line must really be formatted and filtered: the logger is quiet by default.
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        few = [Secret(f"few-secret-{i:032d}") for i in range(10)]
+        with_few = per_line()
+        many = [Secret(f"live-secret-{i:032d}") for i in range(1000)]
+        with_many = per_line()
+        logger.debug("> TEXT %s", many[-1].reveal())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    assert len(few) + len(many) == 1010  # all alive while timed
+    assert len(seen) == 2 * 7 * 200 + 1
+    assert seen[-1] == "> TEXT ***"  # the filter ran, with the 1,010 secrets live
+    # 20 us of slack: the first side can be a few microseconds, where a scheduler blip counts.
+    assert with_many < 4 * with_few + 20e-6, (
+        f"{with_many * 1e6:.1f} us per DEBUG line with 1,010 live secrets, "
+        f"{with_few * 1e6:.1f} us with 10"
+    )
